@@ -1,0 +1,54 @@
+# Two commands for a newcomer:  `make lab`  and  `make test`.
+# Both create .venv (pinned versions from pyproject.toml) when it is missing or stale.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+KERNEL := llm-serving-course
+# Jupyter refuses to run as root unless told; learners in containers are often root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+LAB_ARGS ?=
+# 2 CPU threads are enough and keep timings stable on a shared laptop.
+export OMP_NUM_THREADS ?= 2
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: lab test setup setup-dev kernel exercises test-unit test-notebooks clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed kernel
+setup-dev: $(VENV)/.installed-dev kernel
+
+kernel: $(VENV)/.installed
+	@$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) \
+	    --display-name "LLM serving course" > /dev/null
+
+## Open the course in JupyterLab on the welcome notebook.
+lab: setup
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) notebooks/00_welcome.ipynb
+
+## Regenerate exercises/ from solutions/ (the single source of truth).
+exercises: $(VENV)/.installed
+	$(PY) -m course_lib.exercises solutions exercises
+
+## Every test: unit, property, oracle, then the notebooks under nbval.
+test: setup-dev
+	$(PY) -m pytest tests
+	$(PY) -m pytest --nbval-lax --nbval-current-env notebooks
+	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg solutions
+
+test-unit: setup-dev
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

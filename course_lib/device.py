@@ -1,0 +1,138 @@
+"""Pick a device, say what it is, time work on it honestly, and seed everything.
+
+The course runs on a laptop CPU and scales to a GPU without code changes:
+every notebook asks `get_device()` instead of writing "cuda".
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+_VALID = ("cuda", "mps", "cpu")
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """Return the best available device: cuda > mps > cpu.
+
+    `prefer` (or the environment variable COURSE_DEVICE) overrides the choice,
+    e.g. COURSE_DEVICE=cpu on a GPU machine to compare the two.
+    """
+    choice = prefer or os.environ.get("COURSE_DEVICE")
+    if choice:
+        choice = choice.lower()
+        if choice not in _VALID:
+            raise ValueError(f"device: must be one of {', '.join(_VALID)}; got {choice!r}")
+        if choice == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device: 'cuda' was asked for but no CUDA GPU is visible")
+        if choice == "mps" and not torch.backends.mps.is_available():
+            raise ValueError("device: 'mps' was asked for but MPS is not available")
+        return torch.device(choice)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_dtype(device: torch.device | None = None) -> torch.dtype:
+    """fp32 everywhere: the course compares kernels to 1e-5, which needs fp32."""
+    return torch.float32
+
+
+def device_name(device: torch.device | None = None) -> str:
+    """A human name for the device ("NVIDIA H100", "Apple MPS", "CPU (x86_64, 2 threads)")."""
+    device = device or get_device()
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def banner(device: torch.device | None = None, dtype: torch.dtype | None = None) -> str:
+    """One line naming the device and dtype, printed at the top of every notebook."""
+    device = device or get_device()
+    dtype = dtype or default_dtype(device)
+    return f"course_lib on {device.type}: {device_name(device)} | dtype {str(dtype).replace('torch.', '')} | torch {torch.__version__}"
+
+
+def synchronize(device: torch.device | None = None) -> None:
+    """Wait until queued GPU work is done; a no-op on the CPU.
+
+    GPU calls return before the work finishes, so a timer must sync first
+    or it measures only how long it took to *queue* the work.
+    """
+    device = device or get_device()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@dataclass
+class Timer:
+    """Wall-clock timer that synchronises the device before reading the clock.
+
+    >>> with Timer() as t:
+    ...     y = x @ x
+    >>> t.ms
+    """
+
+    device: torch.device | None = None
+    seconds: float = 0.0
+    _start: float = field(default=0.0, repr=False)
+
+    def __enter__(self) -> "Timer":
+        synchronize(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._start
+
+    @property
+    def ms(self) -> float:
+        return self.seconds * 1e3
+
+
+def time_fn(fn, *args, repeat: int = 5, warmup: int = 1, device: torch.device | None = None, **kwargs) -> float:
+    """Median seconds of `fn(*args, **kwargs)` over `repeat` synced runs (after `warmup`)."""
+    if repeat < 1:
+        raise ValueError(f"repeat: must be an integer >= 1; got {repeat}")
+    for _ in range(warmup):
+        fn(*args, **kwargs)
+    times = []
+    for _ in range(repeat):
+        with Timer(device) as t:
+            fn(*args, **kwargs)
+        times.append(t.seconds)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, torch (all devices) and numpy if present, for reproducible runs."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+
+
+@contextmanager
+def timed(label: str, device: torch.device | None = None):
+    """`with timed("prefill"): ...` prints `prefill: 12.3 ms` (synced)."""
+    with Timer(device) as t:
+        yield t
+    print(f"{label}: {t.ms:.1f} ms")

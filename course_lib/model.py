@@ -1,0 +1,259 @@
+"""TinyLM: a small Llama-style decoder, written to be read.
+
+The same architecture as Llama (RMSNorm, rotary position embeddings, grouped-
+query attention, SwiGLU MLP), small enough to run on a laptop CPU. Parameter
+names and shapes follow Hugging Face's `LlamaForCausalLM`, so the very same
+weights load into both; tests/test_model_oracle.py asserts the logits match.
+
+The model never decides *where* keys and values live. Each layer computes
+q, k, v for the new tokens, applies RoPE, and hands them to an attention
+context (`ctx.attend(layer, q, k, v)`), which stores k, v wherever its cache
+keeps them and returns the attention output. A padded batch, a contiguous KV
+arena and a paged block pool are just different contexts: the model is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from course_lib.attention import padded_causal_mask, sdpa_attention
+from course_lib.kv.dense import DenseKVCache
+from course_lib.tokenizer import VOCAB_SIZE
+
+
+@dataclass
+class TinyLMConfig:
+    vocab_size: int = VOCAB_SIZE          # 256 bytes + <pad> <SOS> <EOS>
+    hidden_size: int = 128                # width of the residual stream (d_model)
+    intermediate_size: int = 344          # SwiGLU hidden width, about 8/3 x hidden
+    num_hidden_layers: int = 4            # decoder blocks
+    num_attention_heads: int = 4          # query heads (nh)
+    num_key_value_heads: int = 2          # key/value heads (nkv); nh/nkv queries share one KV head (GQA)
+    max_position_embeddings: int = 512    # the context length: longest sequence the model accepts
+    rope_theta: float = 10000.0           # RoPE base frequency
+    rms_norm_eps: float = 1e-6            # RMSNorm epsilon
+    initializer_range: float = 0.02       # std of the normal init of every weight matrix
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: must be an integer >= 1; got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"num_attention_heads: must divide hidden_size ({self.hidden_size}); got {self.num_attention_heads}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_key_value_heads: must divide num_attention_heads ({self.num_attention_heads}); got {self.num_key_value_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"hidden_size/num_attention_heads: head_dim must be even for RoPE; got {self.head_dim}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def kv_bytes_per_token(self, bytes_per_element: int = 4) -> int:
+        """Bytes of KV cache one token needs: 2 (K and V) x layers x kv heads x head_dim x bytes."""
+        return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim * bytes_per_element
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AttentionContext(Protocol):
+    """Where a forward pass keeps and reads its keys and values."""
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (B, T, nh, hd); k, v (B, T, nkv, hd) for the NEW tokens -> (B, T, nh, hd)."""
+        ...
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight: LayerNorm without the mean subtraction or bias."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding: rotate each pair of q/k features by an angle
+    proportional to the token's position, so q.k depends on the distance only."""
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))  # (hd/2,)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (B, T) -> cos, sin (B, T, hd)."""
+        freqs = positions[..., None].float() * self.inv_freq        # (B, T, hd/2)
+        emb = torch.cat([freqs, freqs], dim=-1)                      # (B, T, hd)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, T, heads, hd); cos, sin (B, T, hd)."""
+    cos, sin = cos[:, :, None, :], sin[:, :, None, :]                # (B, T, 1, hd)
+    return x * cos + rotate_half(x) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TinyLMConfig, layer: int):
+        super().__init__()
+        self.layer, self.nh, self.nkv, self.hd = layer, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.nh * self.hd, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.nkv * self.hd, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.nkv * self.hd, bias=False)
+        self.o_proj = nn.Linear(self.nh * self.hd, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.nh, self.hd)             # (B, T, nh, hd)
+        k = self.k_proj(x).view(B, T, self.nkv, self.hd)            # (B, T, nkv, hd)
+        v = self.v_proj(x).view(B, T, self.nkv, self.hd)            # (B, T, nkv, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = ctx.attend(self.layer, q, k, v)                        # (B, T, nh, hd)
+        return self.o_proj(out.reshape(B, T, self.nh * self.hd))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: TinyLMConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: TinyLMConfig, layer: int):
+        super().__init__()
+        self.self_attn = Attention(cfg, layer)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, ctx):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, ctx)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Backbone(nn.Module):
+    """Named `model` inside TinyLM, as in Hugging Face (model.embed_tokens, model.layers.N, model.norm)."""
+
+    def __init__(self, cfg: TinyLMConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)
+
+
+class PaddedContext:
+    """Attention for a padded batch, optionally with a DenseKVCache.
+
+    key_mask: (B, T_total) 1 = real token, 0 = padding, covering the cached
+    tokens AND the new ones.
+    """
+
+    def __init__(self, key_mask: torch.Tensor, cache: DenseKVCache | None = None):
+        self.key_mask, self.cache = key_mask, cache
+
+    def attend(self, layer, q, k, v):
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))            # (B, heads, T, hd)
+        if self.cache is not None:
+            k, v = self.cache.update(layer, k, v)                     # (B, nkv, T_total, hd)
+        mask = padded_causal_mask(self.key_mask, q.shape[2])         # (B, 1, T, T_total)
+        return sdpa_attention(q, k, v, mask).transpose(1, 2)          # (B, T, nh, hd)
+
+
+class TinyLM(nn.Module):
+    def __init__(self, cfg: TinyLMConfig | None = None):
+        super().__init__()
+        self.config = cfg = cfg or TinyLMConfig()
+        self.model = Backbone(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.apply(self._init)
+
+    def _init(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+
+    def forward_ctx(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """The core forward pass. input_ids, positions: (B, T) -> logits (B, T, vocab).
+
+        A packed batch is B = 1 with every sequence's new tokens side by side;
+        `ctx` knows which tokens belong to which sequence.
+        """
+        self._check_ids(input_ids, positions)
+        x = self.model.embed_tokens(input_ids)                       # (B, T, hidden)
+        cos, sin = self.model.rotary_emb(positions, x.dtype)         # (B, T, hd)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin, ctx)
+        return self.lm_head(self.model.norm(x))                      # (B, T, vocab)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: DenseKVCache | None = None) -> torch.Tensor:
+        """Padded-batch forward, Hugging Face style.
+
+        input_ids:      (B, T) the new tokens
+        attention_mask: (B, T_cached + T) 1 = real token, 0 = padding (None = no padding)
+        cache:          DenseKVCache holding T_cached tokens, updated in place
+        Position ids count only real tokens, so left padding does not shift them.
+        """
+        B, T = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if attention_mask is None:
+            attention_mask = torch.ones(B, past + T, dtype=torch.long, device=input_ids.device)
+        if attention_mask.shape != (B, past + T):
+            raise ValueError(f"attention_mask: must have shape (B, cached + new) = {(B, past + T)}; got {tuple(attention_mask.shape)}")
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]   # (B, T)
+        return self.forward_ctx(input_ids, positions, PaddedContext(attention_mask, cache))
+
+    def _check_ids(self, input_ids, positions):
+        V, P = self.config.vocab_size, self.config.max_position_embeddings
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= V):
+            raise ValueError(f"input_ids: every id must be in [0, {V - 1}]")
+        if positions.numel() and positions.max() >= P:
+            raise ValueError(f"positions: must be < max_position_embeddings ({P}); got {int(positions.max())}")
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(cfg: TinyLMConfig | None = None, seed: int = 0, device=None, dtype=torch.float32) -> TinyLM:
+    """A TinyLM with seeded random weights, on `device` in `dtype`, in eval mode."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = TinyLM(cfg)
+    torch.random.set_rng_state(gen_state)
+    return model.to(device=device, dtype=dtype).eval()
