@@ -149,14 +149,26 @@ def batches_in_order(lengths: Sequence[int], batch_size: int) -> list[list[int]]
 
 
 def bucket_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length: sort by length, then chunk.
+    """Indices grouped into batches of similar length, with the least padding.
 
+    Sort by length, then cut the sorted order into batches of `batch_size`.
     Neighbours in sorted order differ little, so each batch pads little.
-    (Ties keep arrival order, so the result is deterministic.)
+    When len(lengths) is not a multiple of batch_size one batch is smaller;
+    where it goes matters ([1, 1, 2] in pairs: {1,1},{2} pads nothing, {1},{1,2}
+    pads one slot), so every place for it is tried and the cheapest kept.
+    Ties keep arrival order, so the result is deterministic.
     """
     _check_batch_size(batch_size)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    n, r = len(order), len(order) % batch_size
+    best, best_slots = None, None
+    for start in range(0, n - r + 1, batch_size):   # the smaller batch sits at order[start:start + r]
+        cuts = list(range(0, start, batch_size)) + [start] + list(range(start + r, n, batch_size)) + [n]
+        batches = [order[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+        slots = sum(len(b) * lengths[b[-1]] for b in batches)
+        if best_slots is None or slots < best_slots:
+            best, best_slots = batches, slots
+    return best or []
 
 
 def total_waste(lengths: Sequence[int], batches: list[list[int]]) -> float:

@@ -17,7 +17,8 @@ def same(got: Any, expected: Any) -> bool:
             return False
         if expected.dtype.is_floating_point:
             return torch.allclose(got.to(expected.dtype).cpu(), expected.cpu(), atol=1e-5, rtol=1e-5)
-        return torch.equal(got.cpu().to(expected.dtype), expected.cpu())
+        # integer answers must match exactly: no silent truncation of 1.5 to 1
+        return torch.equal(got.cpu().double(), expected.cpu().double())
     if isinstance(expected, float):
         return isinstance(got, (int, float)) and abs(got - expected) <= 1e-6
     if isinstance(expected, (list, tuple)):

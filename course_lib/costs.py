@@ -1,0 +1,104 @@
+"""Measure what padding costs, on real tensors, on this machine.
+
+Three ways to run causal self-attention over sequences of different lengths:
+
+    padded   one (B, nh, T, hd) batch, T = longest, masked: one kernel call, wasted slots
+    packed   no padding: sequences concatenated, attention run per sequence (varlen)
+    one-by-one  a separate call per sequence, each with its own tensors
+
+All three compute the same numbers for the real tokens (checked here every time);
+only the time and the memory differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from course_lib.attention import causal_mask, pack, packed_attention, padded_causal_mask, sdpa_attention
+from course_lib.device import get_device, time_fn
+from course_lib.padding import attention_mask_from_lengths, padding_stats
+
+
+@dataclass
+class AttentionCosts:
+    lengths: list[int]
+    padded_ms: float
+    packed_ms: float
+    one_by_one_ms: float
+    padded_bytes: int       # bytes of q, k, v held for the padded batch
+    packed_bytes: int       # ... for the packed batch
+    max_abs_diff: float     # padded vs packed outputs on real tokens (should be ~1e-7)
+    token_waste: float
+    attn_waste: float
+
+
+def make_qkv(lengths: Sequence[int], nh: int = 4, nkv: int = 2, hd: int = 32, seed: int = 0,
+             device=None, dtype=torch.float32) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Random per-sequence q (L, nh, hd), k, v (L, nkv, hd) for each length L."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n in lengths:
+        q, k, v = (torch.randn(n, h, hd, generator=g, dtype=dtype) for h in (nh, nkv, nkv))
+        out.append(tuple(t.to(device) for t in (q, k, v)))
+    return out
+
+
+def to_padded(seqs, side: str = "left"):
+    """Per-sequence (L, h, hd) tensors -> (B, h, T, hd) padded tensors and the (B, T) mask."""
+    lengths = [s.shape[0] for s in seqs]
+    T = max(lengths)
+    B, h, hd = len(seqs), seqs[0].shape[1], seqs[0].shape[2]
+    out = seqs[0].new_zeros(B, h, T, hd)
+    for b, s in enumerate(seqs):
+        n = s.shape[0]
+        sl = slice(T - n, T) if side == "left" else slice(0, n)
+        out[b, :, sl] = s.transpose(0, 1)
+    mask = attention_mask_from_lengths(lengths, side).to(out.device)
+    return out, mask
+
+
+def measure_attention_costs(lengths: Sequence[int], nh: int = 4, nkv: int = 2, hd: int = 32, repeat: int = 5,
+                            device=None, side: str = "left") -> AttentionCosts:
+    """Time padded, packed and one-by-one causal attention over `lengths` (median of `repeat`)."""
+    lengths = [int(n) for n in lengths]
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"lengths: need at least one length, each >= 1; got {lengths}")
+    device = device or get_device()
+    qkv = make_qkv(lengths, nh, nkv, hd, device=device)
+    qs, ks, vs = zip(*qkv)
+    # padded: one batch
+    Q, mask = to_padded(list(qs), side)
+    K, _ = to_padded(list(ks), side)
+    V, _ = to_padded(list(vs), side)
+    full_mask = padded_causal_mask(mask, Q.shape[2])                       # (B, 1, T, T)
+    padded_fn = lambda: sdpa_attention(Q, K, V, full_mask)                 # noqa: E731
+    # packed: concatenated, per-sequence attention
+    q, cu = pack(list(qs))
+    k, _ = pack(list(ks))
+    v, _ = pack(list(vs))
+    packed_fn = lambda: packed_attention(q, k, v, cu, cu)                  # noqa: E731
+
+    def one_by_one():
+        return [sdpa_attention(a.transpose(0, 1)[None], b.transpose(0, 1)[None], c.transpose(0, 1)[None],
+                               causal_mask(a.shape[0], a.shape[0], device)) for a, b, c in qkv]
+
+    # the three must agree on every real token before their times mean anything
+    out_padded, out_packed = padded_fn(), packed_fn()
+    T, diff, offset = Q.shape[2], 0.0, 0
+    for b, n in enumerate(lengths):
+        sl = slice(T - n, T) if side == "left" else slice(0, n)
+        diff = max(diff, (out_padded[b, :, sl].transpose(0, 1) - out_packed[offset:offset + n]).abs().max().item())
+        offset += n
+    stats = padding_stats(lengths)
+    nbytes = lambda *ts: sum(t.numel() * t.element_size() for t in ts)   # noqa: E731
+    return AttentionCosts(
+        lengths=lengths,
+        padded_ms=1e3 * time_fn(padded_fn, repeat=repeat, device=device),
+        packed_ms=1e3 * time_fn(packed_fn, repeat=repeat, device=device),
+        one_by_one_ms=1e3 * time_fn(one_by_one, repeat=repeat, device=device),
+        padded_bytes=nbytes(Q, K, V), packed_bytes=nbytes(q, k, v),
+        max_abs_diff=diff, token_waste=stats.token_waste, attn_waste=stats.attn_waste,
+    )

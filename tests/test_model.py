@@ -1,0 +1,80 @@
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from course_lib.generate import generate
+from course_lib.kv.reference import ReferenceKVStore
+from course_lib.model import TinyLMConfig, build_model
+from course_lib.tokenizer import EOS
+
+
+def test_config_validation_names_the_parameter():
+    with pytest.raises(ValueError, match="num_key_value_heads"):
+        TinyLMConfig(num_attention_heads=4, num_key_value_heads=3)
+    with pytest.raises(ValueError, match="hidden_size"):
+        TinyLMConfig(hidden_size=0)
+
+
+def test_kv_bytes_per_token():
+    cfg = TinyLMConfig()
+    assert cfg.kv_bytes_per_token(4) == 2 * 4 * 2 * 32 * 4
+
+
+def test_bad_ids_and_positions(model64):
+    with pytest.raises(ValueError, match="input_ids"):
+        model64(torch.tensor([[1, 999]]))
+    with pytest.raises(ValueError, match="positions"):
+        model64(torch.zeros(1, 200, dtype=torch.long))
+    with pytest.raises(ValueError, match="attention_mask"):
+        model64(torch.tensor([[1, 2]]), torch.ones(1, 3))
+
+
+def test_seeded_build_is_reproducible_and_does_not_touch_global_rng():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_model(TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1), seed=5)
+    after = torch.rand(1)
+    b = build_model(TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1), seed=5)
+    assert torch.equal(before, after)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+@settings(max_examples=12, deadline=None)
+@given(prompts=st.lists(st.lists(st.integers(0, 255), min_size=1, max_size=12), min_size=1, max_size=4),
+       max_new=st.integers(1, 8))
+def test_padded_batch_generation_equals_each_prompt_alone(model64, prompts, max_new):
+    """Greedy decoding of a left-padded batch == decoding each prompt alone, token for token.
+    (float64 weights, so a rounding-level near-tie cannot flip an argmax.)"""
+    together = generate(model64, prompts, max_new, eos_id=None)
+    alone = [generate(model64, [p], max_new, eos_id=None)[0] for p in prompts]
+    assert together == alone
+    assert all(len(t) == max_new for t in together)
+
+
+def test_generation_stops_at_eos(model64):
+    out = generate(model64, [[1, 2, 3]], 6, eos_id=None)
+    first = out[0][2]
+    stopped = generate(model64, [[1, 2, 3]], 6, eos_id=first)[0]
+    assert stopped == out[0][: out[0].index(first) + 1]
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model64, [[1]], -1)
+    with pytest.raises(ValueError, match=r"prompts\[0\]"):
+        generate(model64, [[1] * 100], 50)
+
+
+@torch.no_grad()
+def test_packed_step_through_reference_store_equals_padded_forward(model64):
+    """The engine's path (packed tokens + a KV store) gives the padded path's logits."""
+    prompts = [[257, 4, 5, 6, 7], [257, 9]]
+    store = ReferenceKVStore.for_model(model64)
+    for i, p in enumerate(prompts):
+        assert store.add(i, p, 32) == 0
+    ctx = store.step_context([(0, 5), (1, 2)])
+    logits = model64.forward_ctx(torch.tensor([prompts[0] + prompts[1]]), ctx.positions(), ctx)
+    ctx.commit()
+    for i, p in enumerate(prompts):
+        alone = model64(torch.tensor([p]))
+        start = 0 if i == 0 else 5
+        assert torch.allclose(logits[0, start:start + len(p)], alone[0], atol=1e-10)
+    assert store.num_cached(0) == 5 and store.num_cached(1) == 2
