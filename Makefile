@@ -35,7 +35,8 @@ kernel: $(VENV)/.installed
 
 ## Open the course in JupyterLab on the welcome notebook.
 lab: setup
-	$(VENV)/bin/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) notebooks/00_welcome.ipynb
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir="$(CURDIR)" \
+	    --LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb $(LAB_ARGS)
 
 ## Regenerate exercises/ from solutions/ (the single source of truth).
 exercises: $(VENV)/.installed

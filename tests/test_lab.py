@@ -6,12 +6,18 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
 
 
 def free_port() -> int:
@@ -44,6 +50,14 @@ def test_make_lab_serves_the_course():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=10) as r:
             specs = json.load(r)
         assert "llm-serving-course" in specs["kernelspecs"]
+        # the landing page opens the welcome notebook
+        opener = urllib.request.build_opener(NoRedirect)
+        try:
+            opener.open(f"http://127.0.0.1:{port}/?token={token}", timeout=10)
+            location = ""
+        except urllib.error.HTTPError as e:
+            location = e.headers.get("Location", "")
+        assert location.endswith("/lab/tree/notebooks/00_welcome.ipynb") or "/lab/tree/notebooks/00_welcome.ipynb?" in location
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
