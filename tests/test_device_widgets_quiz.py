@@ -81,3 +81,22 @@ def test_quiz_needs_one_right_answer_and_explains_each():
     assert "Not quite" in q.feedback.value
     with pytest.raises(ValueError, match="exactly one"):
         Quiz("?", [Choice("a", True, ""), Choice("b", True, "")])
+
+
+def test_panel_draws_returned_figures_into_figure_widgets_in_place():
+    import ipywidgets as W
+    import plotly.graph_objects as go
+
+    def update(n):
+        n = check_int(n, "n", 1, 9)
+        return f"{n} bars", [go.Figure(go.Bar(y=list(range(n)))), go.Figure(go.Scatter(y=[n]))]
+
+    box = W.IntText(value=2)
+    panel = Panel({"n": box}, update)
+    panel.refresh()
+    first = panel.figures[0]
+    assert len(panel.figure_box.children) == 2 and list(first.data[0].y) == [0, 1]
+    box.value = 4
+    assert panel.figures[0] is first and list(first.data[0].y) == [0, 1, 2, 3]   # updated in place
+    box.value = 0
+    assert "n: must be" in panel.message.value and list(first.data[0].y) == [0, 1, 2, 3]

@@ -5,7 +5,7 @@ bad value shows a one-line message in red; a learner never sees a traceback.
 from __future__ import annotations
 
 import html
-from typing import Callable
+from typing import Any, Callable
 
 import ipywidgets as W
 from IPython.display import display
@@ -46,20 +46,28 @@ def info_html(message: str) -> str:
 
 
 class Panel:
-    """Controls + a message line + an output area, redrawn by `update()` on every change.
+    """Controls + a message line + figures + an output area, redrawn on every change.
 
-    `update(**values)` gets the controls' current values, does the work, and
-    displays figures / returns a status string. A ValueError becomes a red
-    one-line message; any other error too (with its type), never a traceback.
+    `update(**values)` gets the controls' current values, does the work, and returns
+    one of: a status string, a plotly figure, or a tuple (status, figure or list of
+    figures). Returned figures are drawn into `plotly.graph_objects.FigureWidget`s
+    that are updated in place, so the page does not flicker and nothing waits on
+    re-displaying a figure inside an Output widget (which stalls headless runners).
+    Anything `update` prints or displays goes to the output area below the figures.
+
+    A ValueError becomes a red one-line message; any other error too (with its
+    type), never a traceback.
     """
 
-    def __init__(self, controls: dict[str, W.Widget], update: Callable[..., str | None], columns: int = 3):
+    def __init__(self, controls: dict[str, W.Widget], update: Callable[..., Any], columns: int = 3):
         self.controls, self.update = controls, update
         self.message = W.HTML()
         self.output = W.Output()
+        self.figures: list = []                      # FigureWidgets, created on first use
+        self.figure_box = W.VBox()
         rows = list(controls.values())
         grid = W.GridBox(rows, layout=W.Layout(grid_template_columns=f"repeat({columns}, max-content)", grid_gap="4px 16px"))
-        self.box = W.VBox([grid, self.message, self.output])
+        self.box = W.VBox([grid, self.message, self.figure_box, self.output])
         for c in rows:
             c.observe(lambda _change: self.refresh(), names="value")
 
@@ -70,14 +78,41 @@ class Panel:
         self.output.clear_output(wait=True)
         with self.output:
             try:
-                status = self.update(**self.values())
+                status, figs = _split_result(self.update(**self.values()))
+                self._draw(figs)
                 self.message.value = info_html(status) if status else ""
             except ValueError as exc:
                 self.message.value = error_html(str(exc))
             except Exception as exc:  # keep the kernel and the panel alive
                 self.message.value = error_html(f"{type(exc).__name__}: {exc}")
 
+    def _draw(self, figs: list) -> None:
+        import plotly.graph_objects as go
+
+        while len(self.figures) < len(figs):
+            self.figures.append(go.FigureWidget())
+        for widget, fig in zip(self.figures, figs):
+            widget.data = []                          # replace traces and layout in place
+            widget.add_traces(list(fig.data))
+            widget.layout = fig.layout
+        self.figure_box.children = tuple(self.figures[: len(figs)])
+
     def show(self) -> "Panel":
         display(self.box)
         self.refresh()
         return self
+
+
+def _split_result(result) -> tuple[str | None, list]:
+    """update()'s return value -> (status text or None, list of figures)."""
+    import plotly.graph_objects as go
+
+    if result is None or isinstance(result, str):
+        return result, []
+    if isinstance(result, go.Figure):
+        return None, [result]
+    if isinstance(result, tuple) and len(result) == 2:
+        status, figs = result
+        figs = [figs] if isinstance(figs, go.Figure) else list(figs or [])
+        return status, figs
+    raise TypeError(f"update() must return a status string, a figure, or (status, figures); got {type(result).__name__}")

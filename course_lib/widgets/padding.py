@@ -51,7 +51,6 @@ def padding_panel(max_len: int = 512, device=None) -> Panel:
 
     def update(n_sequences, lengths_text, side):
         fig, status = padding_report(n_sequences, lengths_text, side, max_len, device)
-        fig.show()
-        return status
+        return status, fig
 
     return Panel(controls, update, columns=3).show()
