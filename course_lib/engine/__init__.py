@@ -1,0 +1,28 @@
+"""A small serving engine that runs TinyLM for real, one iteration at a time.
+
+request.py    a request's life: waiting, running, preempted, finished (or rejected)
+scheduler.py  queues, batch slots, KV reservation and preemption, and the policies:
+              static, prefill-first (Orca-style), decode-first, chunked prefill (Sarathi-style)
+engine.py     the step loop: schedule -> build the batch -> run the model -> sample -> finish
+metrics.py    TTFT, TPOT, end-to-end latency, throughput, occupancy, padding, reorganisation cost
+
+    from course_lib.engine import Engine, Request
+    result = Engine(model, policy="chunked", max_running=8, max_tokens_per_step=64).run(requests)
+    result.summary()
+"""
+
+from course_lib.engine.engine import (BatchedDecodeContext, CostModelClock, Engine, MeasuredClock, PaddedStepContext,
+                                      Sampler, StepClock, clone_requests, serve)
+from course_lib.engine.metrics import EngineResult, StepRecord, max_gap, table, ttft_tpot
+from course_lib.engine.request import Request, State, requests_from_trace
+from course_lib.engine.scheduler import (POLICIES, ChunkedPrefill, DecodeFirst, FunctionPolicy, Limits, Plan, Policy,
+                                         PrefillFirst, Scheduler, StaticBatching, by_priority, fcfs, make_policy,
+                                         prefill_share)
+
+__all__ = [
+    "Engine", "Request", "State", "requests_from_trace", "Scheduler", "Limits", "Plan", "Policy", "StaticBatching",
+    "PrefillFirst", "DecodeFirst", "ChunkedPrefill", "FunctionPolicy", "POLICIES", "make_policy", "prefill_share",
+    "fcfs", "by_priority", "EngineResult", "StepRecord", "ttft_tpot", "max_gap", "table", "Sampler",
+    "PaddedStepContext", "BatchedDecodeContext", "MeasuredClock", "StepClock", "CostModelClock", "clone_requests",
+    "serve",
+]

@@ -1,0 +1,151 @@
+"""A request's life inside the engine, and everything measured about it.
+
+    WAITING --admit--> RUNNING --last token--> FINISHED
+       ^                  |
+       +---- preempt -----+        (KV freed: recompute later; or swapped to CPU)
+    any state --can never fit--> REJECTED (with a reason; nothing is ever dropped silently)
+
+A request knows its prompt, its output so far and how many of its tokens
+already have keys/values in the KV store (`num_computed`). Everything the
+scheduler needs follows from those three numbers:
+
+    all_tokens  = prompt + output
+    remaining   = len(all_tokens) - num_computed   tokens still to run through the model
+                                                  before the next token can be sampled
+    prefilling  while remaining > 1, or before the first token exists
+    decoding    remaining == 1 and an output token exists (feed it, sample the next)
+
+After a recompute preemption `num_computed` drops to 0 (or to the store's
+prefix-cache hit) and the request "prefills" prompt + output again; after a
+swap it keeps its KV in CPU memory and resumes decoding where it stopped.
+
+Times are on the engine's clock (seconds, or steps with a step clock) and
+every event also records its step index, so both views are available.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Sequence
+
+from course_lib.tokenizer import EOS
+
+
+class State(str, Enum):
+    """WAITING covers a preempted request too (see Request.is_preempted)."""
+
+    WAITING = "waiting"      # arrived (or preempted), holds no KV on the device
+    RUNNING = "running"      # admitted: holds a batch slot and KV memory
+    FINISHED = "finished"    # stopped on <EOS> or max_new_tokens
+    REJECTED = "rejected"    # can never run (too long for the model or the KV store)
+
+
+@dataclass(eq=False)
+class Request:
+    """One generation request.
+
+    prompt:          token ids (at least one)
+    max_new_tokens:  stop after this many new tokens (the trace's output length)
+    arrival:         when it reaches the server, on the engine's clock
+    priority:        larger = more important (the default FCFS order ignores it;
+                     a priority order key can use it)
+    eos_id:          stop when this token is generated (None: only max_new_tokens)
+    temperature:     0 = greedy; > 0 samples with this request's own seeded generator
+    seed:            seed of that generator (sampling is reproducible per request,
+                     whatever else shares its batches)
+    """
+
+    prompt: Sequence[int]
+    max_new_tokens: int
+    arrival: float = 0.0
+    priority: int = 0
+    rid: int | None = None
+    eos_id: int | None = EOS
+    temperature: float = 0.0
+    seed: int = 0
+
+    # ---- state, owned by the scheduler and engine ---------------------------
+    state: State = State.WAITING
+    output: list[int] = field(default_factory=list)
+    num_computed: int = 0          # tokens whose K/V sit in the store
+    swapped: bool = False          # preempted with its KV moved to CPU memory
+    slot: int | None = None        # batch slot while admitted (for the timeline)
+    finish_reason: str | None = None   # 'eos', 'length', or why it was rejected
+
+    # ---- what happened when (clock time and step index) ---------------------
+    admitted_time: float | None = None
+    first_token_time: float | None = None
+    first_token_step: int | None = None
+    finish_time: float | None = None
+    finish_step: int | None = None
+    token_times: list[float] = field(default_factory=list)   # clock time of every output token
+    token_steps: list[int] = field(default_factory=list)     # step index of every output token
+    num_preemptions: int = 0
+    cached_prompt_tokens: int = 0  # prefix-cache hits at (re)admission, summed
+
+    def __post_init__(self):
+        self.prompt = list(self.prompt)
+        if not self.prompt:
+            raise ValueError("prompt: must hold at least one token; got an empty prompt")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens: must be an integer >= 1; got {self.max_new_tokens!r}")
+        if not isinstance(self.arrival, (int, float)) or self.arrival < 0:
+            raise ValueError(f"arrival: must be a number >= 0; got {self.arrival!r}")
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise ValueError(f"temperature: must be a number >= 0; got {self.temperature!r}")
+
+    # ---- derived quantities -------------------------------------------------
+    @property
+    def all_tokens(self) -> list[int]:
+        return self.prompt + self.output
+
+    @property
+    def remaining(self) -> int:
+        """Tokens to run through the model before the next token can be sampled."""
+        return len(self.prompt) + len(self.output) - self.num_computed
+
+    @property
+    def is_decoding(self) -> bool:
+        return bool(self.output) and self.remaining == 1
+
+    @property
+    def is_prefilling(self) -> bool:
+        return not self.is_decoding
+
+    @property
+    def is_preempted(self) -> bool:
+        """Back in the waiting queue after running (its KV freed, or swapped to CPU memory)."""
+        return self.state is State.WAITING and self.num_preemptions > 0
+
+    @property
+    def max_len(self) -> int:
+        """The longest this request can get: prompt + max_new_tokens tokens."""
+        return len(self.prompt) + self.max_new_tokens
+
+    @property
+    def done(self) -> bool:
+        return self.state in (State.FINISHED, State.REJECTED)
+
+    def should_stop(self) -> str | None:
+        """'eos' or 'length' once the last sampled token ends the request, else None."""
+        if self.eos_id is not None and self.output and self.output[-1] == self.eos_id:
+            return "eos"
+        if len(self.output) >= self.max_new_tokens:
+            return "length"
+        return None
+
+    def __repr__(self) -> str:
+        return (f"Request(rid={self.rid}, prompt={len(self.prompt)} tok, out={len(self.output)}/{self.max_new_tokens}, "
+                f"state={self.state.value}, computed={self.num_computed})")
+
+
+def requests_from_trace(trace, eos_id: int | None = None, time_scale: float = 1.0) -> list[Request]:
+    """Engine requests from a workload trace (course_lib.workloads: items with id, arrival,
+    prompt and output_len). The output length becomes max_new_tokens; eos_id=None (the
+    default) makes each request stop exactly there, as the trace says. `time_scale`
+    multiplies arrivals (e.g. seconds -> steps for a step clock)."""
+    if not isinstance(time_scale, (int, float)) or time_scale < 0:
+        raise ValueError(f"time_scale: must be a number >= 0; got {time_scale!r}")
+    return [Request(list(t.prompt), int(t.output_len), arrival=float(t.arrival) * time_scale, rid=int(t.id),
+                    eos_id=eos_id) for t in trace]

@@ -1,0 +1,517 @@
+"""Who runs in the next model step, and how many of their tokens.
+
+The scheduler keeps two queues and a row of batch slots:
+
+    waiting   requests that arrived (or were preempted) and hold no KV on the device
+    running   admitted requests: each holds a slot and KV memory
+    slots     max_running places in the batch (what the timeline draws)
+
+Every step it asks its **policy** for a plan, a small pure decision:
+
+    Plan.admit   waiting requests to admit now (in this order)
+    Plan.work    (request, n_tokens) to compute in this step, in packing order
+
+and then makes the plan real against the KV store: it grows each running
+request's KV for the tokens it will compute (oldest first), admits the
+newcomers (`store.add`, or `store.swap_in` for a swapped one), and when
+memory runs out it **preempts** the least important running request (the
+one with the largest `order` key: by default the latest arrival), either
+freeing its KV to recompute later (`preemption='recompute'`) or moving it to
+CPU memory (`'swap'`). A request that cannot fit even with nothing else in
+the store is **rejected** with the allocator's message: never lost.
+
+Policies (each a few lines; they only decide, the scheduler enforces):
+
+    StaticBatching   request-level: form a batch, prefill it, decode it until its
+                     LAST member finishes; finished members keep their slot idle;
+                     newcomers wait for the whole batch (the standard, decode-
+                     prioritised way before Orca)
+    PrefillFirst     iteration-level (Orca-style): newcomers join at the very next
+                     step and their whole prompts go first into the step's token
+                     budget; running decodes get what is left (mix_decodes=False:
+                     prefill-only steps that pause every decode, as early vLLM did)
+    DecodeFirst      iteration-level, decodes first: every running request gets its
+                     next token; a newcomer's whole prompt joins only if it fits in
+                     the budget that is left
+    ChunkedPrefill   Sarathi-style: decodes first, then the rest of the budget is
+                     filled with a CHUNK of the next prompt(s), so prefill and decode
+                     interleave and no step is longer than the budget
+
+Limits: `max_running` slots, `max_tokens_per_step` (the token budget of one
+step) and the KV store's capacity. A non-chunking policy never splits a
+prompt, except one longer than the whole budget: it runs alone, in
+budget-sized pieces, so it cannot block the queue forever.
+
+Extending it (priority scheduling, later lessons): pass `order=` a key
+function, e.g. `lambda r: (-r.priority, r.arrival, r.rid)`: it orders the
+waiting queue AND picks preemption victims (largest key first). A policy may
+also call `scheduler.preempt(request)` from its `plan` to make room for a more
+important newcomer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from course_lib.engine.request import Request, State
+from course_lib.kv.base import KVAllocationError, KVStore
+
+PREEMPTION_MODES = ("recompute", "swap")
+
+
+def fcfs(req: Request) -> tuple:
+    """First come, first served: earlier arrival first (ties: lower id)."""
+    return (req.arrival, req.rid)
+
+
+def by_priority(req: Request) -> tuple:
+    """Higher priority first, then FCFS (ready for the scheduling lesson)."""
+    return (-req.priority, req.arrival, req.rid)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The knobs every policy works within."""
+
+    max_running: int = 8             # batch slots: requests admitted at once
+    max_tokens_per_step: int = 256   # token budget of one step (prefill + decode tokens)
+
+    def __post_init__(self):
+        for name, hi in (("max_running", 4096), ("max_tokens_per_step", 1 << 20)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+                raise ValueError(f"{name}: must be an integer in [1, {hi}]; got {value!r}")
+
+
+@dataclass
+class Plan:
+    """A policy's decision for one step."""
+
+    admit: list[Request] = field(default_factory=list)
+    work: list[tuple[Request, int]] = field(default_factory=list)
+
+
+def prefill_share(req: Request, left: int, budget: int, chunked: bool) -> int:
+    """How many of `req`'s remaining prefill tokens run in a step that has `left`
+    of its `budget` tokens unspent.
+
+    chunked:     as many as fit (a chunk)
+    not chunked: all of them or none; except a prefill longer than the whole
+                 budget, which takes the whole budget when the step is still empty
+    """
+    need = req.remaining
+    if left <= 0:
+        return 0
+    if chunked or need <= left:
+        return min(need, left)
+    return budget if (need > budget and left == budget) else 0
+
+
+class Policy:
+    """Decides the plan of one step from the scheduler's queues. Subclass and
+    override `plan`; read `s.running`, `s.waiting`, `s.free_slots`, `s.limits`."""
+
+    name = "policy"
+    holds_slots = False   # True: a finished member's slot stays taken until the batch ends
+
+    def plan(self, s: "Scheduler") -> Plan:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class StaticBatching(Policy):
+    """Request-level batching: the batch is formed once, prefilled, then decoded
+    step after step until its last member finishes. Nobody joins mid-batch."""
+
+    name = "static"
+    holds_slots = True
+
+    def plan(self, s: "Scheduler") -> Plan:
+        budget = s.limits.max_tokens_per_step
+        admit = s.waiting[: s.free_slots] if s.batch_done else []
+        members = s.running + admit
+        work, left = [], budget
+        if any(r.is_prefilling for r in members):          # prefill phase: the whole batch first
+            for r in members:
+                if r.is_prefilling:
+                    n = prefill_share(r, left, budget, chunked=False)
+                    if n:
+                        work.append((r, n))
+                        left -= n
+        else:                                              # decode phase: every member, one token
+            for r in members[:left]:
+                work.append((r, 1))
+        return Plan(admit, work)
+
+
+class _Continuous(Policy):
+    """Iteration-level batching: a slot freed at one step is refilled at the next."""
+
+    prefill_first = False
+    chunked = False
+    mix_decodes = True
+
+    def plan(self, s: "Scheduler") -> Plan:
+        budget = s.limits.max_tokens_per_step
+        plan, left = Plan(), [budget]
+
+        def decodes():
+            for r in s.running:
+                if r.is_decoding and left[0] > 0:
+                    plan.work.append((r, 1))
+                    left[0] -= 1
+
+        def prefills():
+            for r in s.running:                            # prompts already under way
+                if r.is_prefilling:
+                    n = prefill_share(r, left[0], budget, self.chunked)
+                    if n:
+                        plan.work.append((r, n))
+                        left[0] -= n
+            free = s.free_slots
+            for r in s.waiting:                            # newcomers, in order (head-of-line)
+                if free == 0:
+                    break
+                n = prefill_share(r, left[0], budget, self.chunked) if r.is_prefilling else min(1, left[0])
+                if n == 0:
+                    break
+                plan.admit.append(r)
+                plan.work.append((r, n))
+                left[0] -= n
+                free -= 1
+
+        if self.prefill_first:
+            prefills()
+            if self.mix_decodes or not plan.work:
+                decodes()
+        else:
+            decodes()
+            prefills()
+        return plan
+
+
+class PrefillFirst(_Continuous):
+    """Prefill-prioritised continuous batching (Orca-style): newcomers' whole
+    prompts first, then decodes with what is left of the budget.
+    mix_decodes=False: a step with prefills has no decodes at all (every
+    running request pauses for it)."""
+
+    name = "prefill-first"
+    prefill_first = True
+
+    def __init__(self, mix_decodes: bool = True):
+        self.mix_decodes = bool(mix_decodes)
+
+    def __repr__(self) -> str:
+        return f"PrefillFirst(mix_decodes={self.mix_decodes})"
+
+
+class DecodeFirst(_Continuous):
+    """Decode-prioritised continuous batching: running requests never skip a
+    step; a newcomer's whole prompt joins only if it fits in the budget left."""
+
+    name = "decode-first"
+
+
+class ChunkedPrefill(_Continuous):
+    """Sarathi-style: decodes first, then prompt CHUNKS fill the rest of the budget."""
+
+    name = "chunked"
+    chunked = True
+
+
+class FunctionPolicy(Policy):
+    """A policy written as a plain function over small tuples (the exercise's shape):
+
+        fn(running, waiting, max_running, budget) -> [(rid, n_tokens), ...]
+
+    running: [(rid, prefill_left)] in admission order; prefill_left = 0 means decoding
+    waiting: [(rid, tokens_to_compute)] in queue order
+    A waiting request named in the result is admitted; the scheduler checks the
+    limits and fails loudly on a plan that breaks them.
+    """
+
+    name = "function"
+
+    def __init__(self, fn: Callable):
+        if not callable(fn):
+            raise ValueError(f"fn: must be callable; got {fn!r}")
+        self.fn = fn
+        self.name = getattr(fn, "__name__", "function")
+
+    def plan(self, s: "Scheduler") -> Plan:
+        running, waiting = s.running, s.waiting
+        by_id = {r.rid: r for r in running + waiting}
+        got = self.fn([(r.rid, 0 if r.is_decoding else r.remaining) for r in running],
+                      [(r.rid, r.remaining) for r in waiting], s.limits.max_running, s.limits.max_tokens_per_step)
+        plan = Plan()
+        waiting_ids = {r.rid for r in waiting}
+        for rid, n in got:
+            if rid not in by_id:
+                raise RuntimeError(f"{self.name}: request {rid} is neither running nor waiting")
+            if rid in waiting_ids:
+                plan.admit.append(by_id[rid])
+            plan.work.append((by_id[rid], int(n)))
+        return plan
+
+
+POLICIES: dict[str, Callable[[], Policy]] = {
+    "static": StaticBatching,
+    "prefill-first": PrefillFirst,
+    "decode-first": DecodeFirst,
+    "chunked": ChunkedPrefill,
+}
+
+
+def make_policy(policy: str | Policy) -> Policy:
+    if isinstance(policy, Policy):
+        return policy
+    if policy not in POLICIES:
+        raise ValueError(f"policy: must be one of {', '.join(POLICIES)} or a Policy; got {policy!r}")
+    return POLICIES[policy]()
+
+
+def store_supports(store: KVStore, verb: str) -> bool:
+    """Does `store` implement the optional verb (swap_out, swap_in, fork)?"""
+    fn = getattr(type(store), verb, None)
+    return fn is not None and fn is not getattr(KVStore, verb, None)
+
+
+class Scheduler:
+    """Queues, slots, and the KV bookkeeping that makes a policy's plan real."""
+
+    def __init__(self, store: KVStore, policy: str | Policy = "prefill-first", limits: Limits | None = None,
+                 preemption: str = "recompute", order: Callable[[Request], Any] | None = None):
+        if preemption not in PREEMPTION_MODES:
+            raise ValueError(f"preemption: must be one of {', '.join(PREEMPTION_MODES)}; got {preemption!r}")
+        if preemption == "swap":
+            missing = [v for v in ("swap_out", "swap_in") if not store_supports(store, v)]
+            if missing:
+                raise ValueError(f"preemption: 'swap' needs a store with swap_out and swap_in; "
+                                 f"{type(store).__name__} lacks {', '.join(missing)} (use 'recompute')")
+        if order is not None and not callable(order):
+            raise ValueError(f"order: must be a key function Request -> comparable, or None; got {order!r}")
+        self.store, self.policy = store, make_policy(policy)
+        self.limits = limits or Limits()
+        self.preemption, self.key = preemption, order or fcfs
+        self._waiting: list[Request] = []
+        self._running: list[Request] = []
+        self.slots: list[Request | None] = [None] * self.limits.max_running
+        self.held: dict[int, Request] = {}      # slot -> member that left a static batch
+        self.finished: list[Request] = []
+        self.rejected: list[Request] = []
+        self._work: list[list] = []             # this step's [request, n] items while scheduling
+        self.events: list[tuple[str, int]] = [] # ('preempt' | 'swap' | 'reject', rid) of the last step
+        self.admission_closed = False           # set when a newcomer did not fit this step
+
+    # ---- what policies read --------------------------------------------------
+    @property
+    def waiting(self) -> list[Request]:
+        """Waiting requests in order (empty once admission has closed for this step)."""
+        return [] if self.admission_closed else sorted(self._waiting, key=self.key)
+
+    @property
+    def running(self) -> list[Request]:
+        return sorted(self._running, key=self.key)
+
+    @property
+    def free_slots(self) -> int:
+        return self.limits.max_running - len(self._running) - len(self.held)
+
+    @property
+    def batch_done(self) -> bool:
+        return not self._running and not self.held
+
+    def has_work(self) -> bool:
+        return bool(self._waiting or self._running)
+
+    # ---- entering and leaving ------------------------------------------------
+    def add_request(self, req: Request) -> None:
+        req.state = State.WAITING
+        self._waiting.append(req)
+
+    def reject(self, req: Request, reason: str) -> None:
+        """Give up on a request that can never run, saying why."""
+        if req in self._running:
+            self._running.remove(req)
+            self._release_slot(req)
+            self.store.free(req.rid)
+        if req in self._waiting:
+            self._waiting.remove(req)
+        req.state, req.finish_reason = State.REJECTED, reason
+        self.rejected.append(req)
+        self.events.append(("reject", req.rid))
+
+    def finish(self, req: Request, reason: str) -> None:
+        """The engine calls this when a request's last token is out."""
+        self._running.remove(req)
+        self._release_slot(req)
+        self.store.free(req.rid)
+        req.state, req.finish_reason = State.FINISHED, reason
+        self.finished.append(req)
+
+    def preempt(self, req: Request) -> None:
+        """Take a running request off the device: swap its KV to CPU memory, or
+        free it to recompute later. It goes back to the waiting queue."""
+        self._running.remove(req)
+        self._release_slot(req)
+        self._work = [item for item in self._work if item[0] is not req]
+        swapped = False
+        if self.preemption == "swap":
+            try:
+                self.store.swap_out(req.rid)
+                swapped = True
+            except (NotImplementedError, KVAllocationError):
+                swapped = False          # no room in CPU memory: fall back to recompute
+        if not swapped:
+            self.store.free(req.rid)
+            req.num_computed = 0
+        req.swapped = swapped
+        req.state = State.WAITING
+        req.num_preemptions += 1
+        self._waiting.append(req)
+        self.events.append(("swap" if swapped else "preempt", req.rid))
+
+    # ---- one step ----------------------------------------------------------------
+    def schedule(self, now: float = 0.0) -> list[tuple[Request, int]]:
+        """Plan the next step and reserve its KV. Returns (request, n_tokens) in packing order.
+
+        If a newcomer the policy chose cannot get KV memory, admission closes for
+        this step and the policy plans again without newcomers, so the budget it
+        had given them goes to the running requests instead of being lost (and a
+        newcomer that cannot fit never starves the requests already running).
+        """
+        self.events = []
+        self.admission_closed = False
+        if self.held and not self._running:
+            for slot in self.held:
+                self.slots[slot] = None
+            self.held.clear()
+        for attempt in range(2):
+            closed_before = self.admission_closed
+            plan = self.policy.plan(self)
+            self._check_plan(plan)
+            self._work = [[r, n] for r, n in plan.work]
+            # 1. running requests grow first, most important first (FCFS: oldest)
+            for r in sorted((r for r, _ in plan.work if r.state is State.RUNNING), key=self.key):
+                item = next((it for it in self._work if it[0] is r), None)
+                if item is not None and r.state is State.RUNNING:
+                    self._reserve(r, r.num_computed + item[1])
+            # 2. newcomers, in the plan's order; the first that does not fit closes admission
+            for r in plan.admit:
+                if self.admission_closed or not self._admit(r, now):
+                    self.admission_closed = True
+                    self._work = [item for item in self._work if item[0] is not r]
+                    continue
+                item = next((it for it in self._work if it[0] is r), None)
+                if item is not None:
+                    item[1] = min(item[1], r.remaining)        # a prefix-cache hit shortens the work
+                    if not self._reserve(r, r.num_computed + item[1]):
+                        self.admission_closed = True           # it did not fit after all
+            if closed_before or not self.admission_closed:
+                break
+        work = [(r, n) for r, n in self._work if r.state is State.RUNNING and n > 0]
+        self._work = []
+        return work
+
+    def _check_plan(self, plan: Plan) -> None:
+        """A policy bug must fail loudly, never corrupt a request."""
+        name = type(self.policy).__name__
+        waiting = set(map(id, self._waiting))
+        if any(id(r) not in waiting for r in plan.admit) or len(set(map(id, plan.admit))) != len(plan.admit):
+            raise RuntimeError(f"{name}.plan: admit must list distinct waiting requests")
+        if len(plan.admit) > self.free_slots:
+            raise RuntimeError(f"{name}.plan: admits {len(plan.admit)} requests but only {self.free_slots} slots are free")
+        allowed = set(map(id, self._running)) | set(map(id, plan.admit))
+        seen = set()
+        for r, n in plan.work:
+            if id(r) not in allowed or id(r) in seen:
+                raise RuntimeError(f"{name}.plan: work must name each running or admitted request at most once")
+            if not isinstance(n, int) or not 1 <= n <= r.remaining:
+                raise RuntimeError(f"{name}.plan: request {r.rid} may compute 1..{r.remaining} tokens; got {n!r}")
+            seen.add(id(r))
+        total = sum(n for _, n in plan.work)
+        if total > self.limits.max_tokens_per_step:
+            raise RuntimeError(f"{name}.plan: {total} tokens exceed max_tokens_per_step={self.limits.max_tokens_per_step}")
+
+    def _reserve(self, req: Request, length: int) -> bool:
+        """Grow req's KV to `length` tokens, preempting less important requests if
+        needed. False if req itself was preempted or rejected."""
+        while True:
+            try:
+                self.store.grow(req.rid, length)
+                return True
+            except KVAllocationError as exc:
+                victim = max(self._running, key=self.key)
+                if victim is not req:
+                    self.preempt(victim)
+                    continue
+                if len(self._running) == 1:
+                    self.reject(req, f"needs KV for {length} tokens; the store cannot hold that even "
+                                     f"with nothing else running ({exc})")
+                else:
+                    self.preempt(req)
+                return False
+
+    def _admit(self, req: Request, now: float) -> bool:
+        """Put a waiting request on the device: add its tokens (or swap it in)."""
+        if self.free_slots < 1:
+            return False
+        try:
+            if req.swapped:
+                try:
+                    self.store.swap_in(req.rid)
+                    req.num_computed = self.store.num_cached(req.rid)
+                except KVAllocationError:
+                    if self._running:
+                        return False
+                    self.store.free(req.rid)   # nothing left to wait for: drop the CPU copy, recompute
+                    req.swapped, req.num_computed = False, 0
+            if not req.swapped:
+                hit = self.store.add(req.rid, req.all_tokens, req.max_len)
+                if isinstance(hit, bool) or not isinstance(hit, int) or not 0 <= hit < len(req.all_tokens):
+                    raise RuntimeError(f"{type(self.store).__name__}.add returned {hit!r}; "
+                                       f"must be an int in [0, {len(req.all_tokens) - 1}]")
+                if self.store.num_cached(req.rid) != hit:
+                    raise RuntimeError(f"{type(self.store).__name__}: add returned a hit of {hit} tokens "
+                                       f"but num_cached says {self.store.num_cached(req.rid)}")
+                req.num_computed = hit
+                req.cached_prompt_tokens += hit
+        except KVAllocationError as exc:
+            if not self._running:
+                self.reject(req, f"needs KV for {len(req.all_tokens)} tokens to start; the store cannot "
+                                 f"hold that even with nothing else running ({exc})")
+            return False
+        self._waiting.remove(req)
+        self._running.append(req)
+        req.swapped = False
+        req.state = State.RUNNING
+        if req.admitted_time is None:
+            req.admitted_time = now
+        req.slot = self.slots.index(None)
+        self.slots[req.slot] = req
+        return True
+
+    def _release_slot(self, req: Request) -> None:
+        if req.slot is None:
+            return
+        if self.policy.holds_slots:
+            self.held[req.slot] = req
+        else:
+            self.slots[req.slot] = None
+        req.slot = None
+
+    def slot_table(self) -> list[tuple[int, Request, bool]]:
+        """(slot, request, is_held) for every occupied slot, in slot order."""
+        out = [(i, r, False) for i, r in enumerate(self.slots) if r is not None and i not in self.held]
+        out += [(i, r, True) for i, r in self.held.items()]
+        return sorted(out, key=lambda t: t[0])
+
+    def requests(self) -> Iterable[Request]:
+        yield from self._waiting
+        yield from self._running
+        yield from self.finished
+        yield from self.rejected
