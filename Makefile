@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: lab test setup setup-dev kernel exercises test-unit test-notebooks clean
+.PHONY: lab test setup setup-dev kernel exercises test-unit test-notebooks clean slides site grade
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,27 @@ test: setup-dev
 
 test-unit: setup-dev
 	$(PY) -m pytest tests
+
+## Lecture slides: a reveal.js deck per lesson in slides/ (offline: reveal.js and plotly.js are copied beside them).
+slides: setup-dev
+	$(PY) tools/publish.py slides notebooks slides
+
+## A static site: execute every lesson and render it to HTML in site/ (interactive figures, offline).
+site: setup-dev
+	$(PY) tools/publish.py site notebooks site
+
+## Grade students' notebooks: make grade SUBMISSIONS="submissions/*/01_padding.ipynb" GRADE_ARGS="--json results.json"
+grade: setup
+	$(PY) -m course_lib.grade $(SUBMISSIONS) $(GRADE_ARGS)
+
+## Measure the course's speed and memory claims side by side: table in results/benchmarks.md, charts in results/benchmarks.html.
+.PHONY: bench bench-quick
+bench: setup
+	$(PY) -m benchmarks
+
+## The same, reduced sizes (under 2 minutes on 2 CPU cores).
+bench-quick: setup
+	$(PY) -m benchmarks --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
