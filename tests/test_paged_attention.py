@@ -1,0 +1,176 @@
+"""Paged attention: the fast kernel and the readable gather path both equal contiguous SDPA."""
+
+from __future__ import annotations
+
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+import course_lib.paged_attention as pa
+from course_lib.paged_attention import (gather_kv, kernel_available, paged_attention, paged_attention_gather,
+                                        paged_attention_kernel)
+
+KERNEL = kernel_available()
+needs_kernel = pytest.mark.skipif(not KERNEL, reason="no C compiler here: the fast kernel cannot be built")
+
+
+def random_paged(N, nh, nkv, hd, bs, max_blocks, num_blocks, seed, dtype=torch.float32, lens=None):
+    """A random pool, random (distinct-per-row) block tables and context lengths."""
+    g = torch.Generator().manual_seed(seed)
+    kb = torch.randn(num_blocks, nkv, hd, bs, generator=g, dtype=dtype)             # (nb, nkv, hd, bs)
+    vb = torch.randn(num_blocks, nkv, bs, hd, generator=g, dtype=dtype)             # (nb, nkv, bs, hd)
+    tables = torch.stack([torch.randperm(num_blocks, generator=g)[:max_blocks] for _ in range(N)])  # (N, mb)
+    if lens is None:
+        lens = torch.randint(0, max_blocks * bs + 1, (N,), generator=g)
+    q = torch.randn(N, nh, hd, generator=g, dtype=dtype)
+    return q, kb, vb, tables, torch.as_tensor(lens, dtype=torch.long)
+
+
+def contiguous_reference(q, kb, vb, tables, lens):
+    """Row by row: copy the keys out (gather_kv), then torch's SDPA on a contiguous tensor."""
+    rows = []
+    for i in range(q.shape[0]):
+        L = int(lens[i])
+        if L == 0:
+            rows.append(torch.zeros_like(q[i]))
+            continue
+        K, V = gather_kv(kb, vb, tables[i].tolist(), L)                                # (L, nkv, hd)
+        o = F.scaled_dot_product_attention(q[i][None, :, None], K.transpose(0, 1)[None], V.transpose(0, 1)[None],
+                                           enable_gqa=True)                          # (1, nh, 1, hd)
+        rows.append(o[0, :, 0])
+    return torch.stack(rows)
+
+
+def test_gather_kv_follows_the_block_table():
+    """Token j comes from block table[j // bs], slot j % bs: checked against a hand-made pool."""
+    nb, nkv, hd, bs = 5, 2, 3, 4
+    kb = torch.zeros(nb, nkv, hd, bs)
+    vb = torch.zeros(nb, nkv, bs, hd)
+    for b in range(nb):
+        for t in range(bs):
+            kb[b, :, :, t] = 100 * b + t          # the key of (block b, slot t) is 100 b + t everywhere
+            vb[b, :, t, :] = -(100 * b + t)
+    table = [3, 0, 4]
+    K, V = gather_kv(kb, vb, table, 10)
+    expected = torch.tensor([100 * table[j // bs] + j % bs for j in range(10)], dtype=torch.float32)
+    assert K.shape == (10, nkv, hd)
+    assert torch.equal(K[:, 0, 0], expected) and torch.equal(V[:, 1, 2], -expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(N=st.integers(1, 6), heads=st.sampled_from([(4, 2), (4, 4), (6, 3), (8, 1)]), hd=st.sampled_from([8, 16, 32]),
+       bs=st.sampled_from([1, 4, 16]), max_blocks=st.integers(1, 5), seed=st.integers(0, 10_000))
+def test_gather_path_equals_contiguous_sdpa(N, heads, hd, bs, max_blocks, seed):
+    nh, nkv = heads
+    q, kb, vb, tables, lens = random_paged(N, nh, nkv, hd, bs, max_blocks, max_blocks * N + 3, seed)
+    ref = contiguous_reference(q, kb, vb, tables, lens)
+    torch.testing.assert_close(paged_attention_gather(q, kb, vb, tables, lens), ref, atol=1e-5, rtol=1e-5)
+
+
+@needs_kernel
+@settings(max_examples=25, deadline=None)
+@given(N=st.integers(1, 6), heads=st.sampled_from([(4, 2), (4, 4), (6, 3), (8, 1)]), hd=st.sampled_from([8, 32]),
+       bs=st.sampled_from([1, 4, 16]), max_blocks=st.integers(1, 5), seed=st.integers(0, 10_000))
+def test_kernel_equals_contiguous_sdpa(N, heads, hd, bs, max_blocks, seed):
+    nh, nkv = heads
+    q, kb, vb, tables, lens = random_paged(N, nh, nkv, hd, bs, max_blocks, max_blocks * N + 3, seed)
+    ref = contiguous_reference(q, kb, vb, tables, lens)
+    torch.testing.assert_close(paged_attention_kernel(q, kb, vb, tables, lens), ref, atol=1e-5, rtol=1e-5)
+
+
+@needs_kernel
+def test_kernel_float64_and_edge_lengths():
+    """Lengths 0 (zeros out), 1, a full table, and a partial last block; float64 to 1e-12."""
+    lens = [0, 1, 5 * 16, 37, 16]
+    q, kb, vb, tables, lens = random_paged(5, 4, 2, 32, 16, 5, 40, seed=3, dtype=torch.float64, lens=lens)
+    out = paged_attention_kernel(q, kb, vb, tables, lens)
+    assert torch.equal(out[0], torch.zeros_like(out[0]))
+    torch.testing.assert_close(out, contiguous_reference(q, kb, vb, tables, lens), atol=1e-12, rtol=1e-12)
+
+
+@needs_kernel
+def test_kernel_reads_in_place_not_stale_copies():
+    """Changing one block of the pool changes exactly the rows whose tables use it."""
+    q, kb, vb, tables, lens = random_paged(4, 4, 2, 16, 4, 3, 12, seed=7, lens=[12, 12, 12, 12])
+    before = paged_attention_kernel(q, kb, vb, tables, lens)
+    victim = int(tables[2, 1])
+    vb[victim] += 1.0
+    after = paged_attention_kernel(q, kb, vb, tables, lens)
+    users = [(victim in tables[i].tolist()) for i in range(4)]
+    for i in range(4):
+        assert torch.allclose(before[i], after[i]) != users[i]
+
+
+def test_causal_rows_are_a_prefill():
+    """n rows with one block table and lengths start+1..start+n = causal attention of a chunk."""
+    g = torch.Generator().manual_seed(0)
+    L, nh, nkv, hd, bs = 13, 4, 2, 8, 4
+    K, V = torch.randn(L, nkv, hd, generator=g), torch.randn(L, nkv, hd, generator=g)
+    q = torch.randn(5, nh, hd, generator=g)                        # the last 5 tokens' queries
+    table = [2, 0, 3, 1]
+    kb, vb = torch.zeros(4, nkv, hd, bs), torch.zeros(4, nkv, bs, hd)
+    for j in range(L):
+        kb[table[j // bs], :, :, j % bs] = K[j]
+        vb[table[j // bs], :, j % bs, :] = V[j]
+    tables = torch.tensor([table] * 5)
+    lens = torch.arange(L - 5 + 1, L + 1)
+    from course_lib.attention import causal_mask, reference_attention
+    ref = reference_attention(q.transpose(0, 1)[None], K.transpose(0, 1)[None], V.transpose(0, 1)[None],
+                              causal_mask(5, L))[0].transpose(0, 1)        # (5, nh, hd)
+    for impl in ("gather",) + (("kernel",) if KERNEL else ()):
+        torch.testing.assert_close(paged_attention(q, kb, vb, tables, lens, impl=impl), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_inputs_raise_value_errors():
+    q, kb, vb, tables, lens = random_paged(2, 4, 2, 8, 4, 2, 6, seed=0, lens=[3, 8])
+    with pytest.raises(ValueError, match="impl"):
+        paged_attention(q, kb, vb, tables, lens, impl="fast")
+    with pytest.raises(ValueError, match="context_lens"):
+        paged_attention(q, kb, vb, tables, torch.tensor([3, 9]))
+    with pytest.raises(ValueError, match="heads"):
+        paged_attention(torch.randn(2, 3, 8), kb, vb, tables, lens)
+    with pytest.raises(ValueError, match="value_blocks"):
+        paged_attention(q, kb, vb.transpose(2, 3), tables, lens)
+    if KERNEL:
+        bad = tables.clone()
+        bad[1, 1] = 99
+        with pytest.raises(ValueError, match="block_tables"):
+            paged_attention_kernel(q, kb, vb, bad, lens)
+
+
+def test_auto_falls_back_with_one_notice(capsys, monkeypatch):
+    """Where the kernel cannot run (here: bfloat16), 'auto' uses the gather path and says so once."""
+    monkeypatch.setattr(pa, "_notice_shown", False)
+    q, kb, vb, tables, lens = random_paged(3, 4, 2, 8, 4, 2, 6, seed=1, dtype=torch.bfloat16, lens=[3, 8, 1])
+    out = paged_attention(q, kb, vb, tables, lens)
+    paged_attention(q, kb, vb, tables, lens)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "readable gather path" in err[0] and "bfloat16" in err[0]
+    torch.testing.assert_close(out.float(), paged_attention_gather(q, kb, vb, tables, lens).float())
+    with pytest.raises(RuntimeError, match="float32/float64"):
+        paged_attention(q, kb, vb, tables, lens, impl="kernel")
+
+
+def test_no_compiler_means_gather(monkeypatch):
+    """Without a C compiler the kernel reports why, and 'auto' still answers correctly."""
+    monkeypatch.setattr(pa, "_compiler", lambda: None)
+    pa._load_kernel.cache_clear()
+    try:
+        q, kb, vb, tables, lens = random_paged(2, 4, 2, 24, 4, 2, 6, seed=2, lens=[5, 2])
+        assert "no C compiler" in pa.kernel_unavailable_reason(q, kb)
+        torch.testing.assert_close(paged_attention(q, kb, vb, tables, lens),
+                                   contiguous_reference(q, kb, vb, tables, lens), atol=1e-5, rtol=1e-5)
+    finally:
+        pa._load_kernel.cache_clear()
+
+
+def test_block_order_matters():
+    """Reversing a row's block table changes its answer (for a row that is not all one block):
+    a kernel that ignored the table's order could not pass the agreement tests."""
+    q, kb, vb, tables, lens = random_paged(2, 4, 2, 16, 4, 3, 8, seed=5, lens=[10, 10])
+    out = paged_attention_gather(q, kb, vb, tables, lens)
+    flipped = torch.stack([tables[0].flip(0), tables[1]])
+    again = paged_attention_gather(q, kb, vb, flipped, lens)
+    assert not torch.allclose(out[0], again[0], atol=1e-4) and torch.allclose(out[1], again[1])
