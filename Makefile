@@ -65,11 +65,11 @@ grade: setup
 
 ## Measure the course's speed and memory claims side by side: table in results/benchmarks.md, charts in results/benchmarks.html.
 .PHONY: bench bench-quick
-bench: setup
+bench: setup-dev
 	$(PY) -m benchmarks
 
 ## The same, reduced sizes (under 2 minutes on 2 CPU cores).
-bench-quick: setup
+bench-quick: setup-dev
 	$(PY) -m benchmarks --quick
 
 clean:
