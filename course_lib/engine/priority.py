@@ -1,0 +1,539 @@
+"""Priority-based scheduling: who waits, who runs, and who gets pushed out.
+
+Lesson 03's engine serves the waiting queue first come, first served. A real
+service has classes of traffic: an interactive chat user wants the first token
+within a second, a nightly batch job does not care; a paying tenant must not be
+crowded out by a free one. This module lets the waiting queue be ordered by a
+**queue policy** and lets an important newcomer **preempt** a less important
+running request, without touching the engine.
+
+A queue policy is a key: smaller keys run first. Any of these plugs in:
+
+    def my_policy(req):              # a plain function of the request
+        return -req.priority
+    def my_policy(req, now):         # ... or of the request and the clock
+        return req.deadline - now
+    class MyPolicy(QueuePolicy):     # ... or a small class that may keep state
+        def key(self, req, now): ...
+
+The scheduler appends (arrival, rid) to every key, so ties are broken first
+come, first served and the order is always total and deterministic.
+
+Built in:
+
+    fcfs                      arrival order (lesson 03's default)
+    highest_priority_first    larger `priority` first (strict priority classes)
+    earliest_deadline_first   the smallest deadline (EDF); no deadline = last
+    shortest_job_first        the fewest expected tokens of work (SJF)
+    Ageing(rate)              priority + rate * time waited since arrival
+    FairShare(weights)        the tenant that has received the least service, per weight
+
+**Starvation.** Strict priority (or SJF) can make a request wait forever: as
+long as more important (or shorter) requests keep arriving, a low-priority (or
+long) one is never first. **Ageing** fixes it: a request's effective priority
+grows with the time it has waited, so any request eventually outranks the
+newcomers. Ageing by time since *arrival* has a useful property: every
+request ages at the same rate, so the ORDER of two requests never changes over
+time (only their absolute values do). It is the same as giving each request a
+virtual arrival time `arrival - priority / rate`, and it cannot make two
+requests preempt each other back and forth.
+
+**Preemption** (`preempt=True`): before each step, if the most important
+waiting request cannot get a batch slot (or KV memory), the least important
+running request whose key is larger is preempted (recompute or swap, as the
+engine's `preemption` says) and goes back to the waiting queue. Use it with
+keys whose order does not flip over time (priority, ageing, EDF, SJF); a key
+that changes as requests run (FairShare) would preempt back and forth, so
+FairShare says `preemptive = False` and the scheduler refuses the combination.
+
+    from course_lib.engine.priority import PriorityEngine, Ageing
+    res = PriorityEngine(model, policy="chunked", queue=Ageing(rate=0.5), preempt=True,
+                         clock="steps").run(requests)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from course_lib.engine.engine import Engine
+from course_lib.engine.metrics import EngineResult, percentile
+from course_lib.engine.request import Request, State
+from course_lib.engine.scheduler import Limits, Plan, Policy, Scheduler, make_policy
+
+
+# ---- requests with the fields scheduling policies read ------------------------------------------
+@dataclass(eq=False)
+class PriorityRequest(Request):
+    """A Request plus what a scheduling policy may want to know about it.
+
+    tenant:          who sent it (for per-tenant fair share)
+    deadline:        clock time by which its FIRST token is due (None: no deadline)
+    expected_output: the server's GUESS of its output length (for shortest-job-first);
+                     None means max_new_tokens. A real server does not know the true length.
+    """
+
+    tenant: str = "default"
+    deadline: float | None = None
+    expected_output: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.deadline is not None and (not isinstance(self.deadline, (int, float)) or math.isnan(self.deadline)):
+            raise ValueError(f"deadline: must be a number or None; got {self.deadline!r}")
+        if self.expected_output is not None and (isinstance(self.expected_output, bool)
+                                                 or not isinstance(self.expected_output, int)
+                                                 or self.expected_output < 1):
+            raise ValueError(f"expected_output: must be an integer >= 1 or None; got {self.expected_output!r}")
+
+
+def tag(req: Request, **fields) -> PriorityRequest:
+    """A fresh PriorityRequest with `req`'s inputs (prompt, lengths, arrival, ...) and the
+    given fields (priority, tenant, deadline, expected_output) changed."""
+    base = dict(prompt=list(req.prompt), max_new_tokens=req.max_new_tokens, arrival=req.arrival,
+                priority=req.priority, rid=req.rid, eos_id=req.eos_id, temperature=req.temperature, seed=req.seed,
+                tenant=getattr(req, "tenant", "default"), deadline=getattr(req, "deadline", None),
+                expected_output=getattr(req, "expected_output", None))
+    unknown = set(fields) - set(base)
+    if unknown:
+        raise ValueError(f"fields: unknown request field(s) {sorted(unknown)}; allowed: {sorted(base)}")
+    base.update(fields)
+    return PriorityRequest(**base)
+
+
+def clone_tagged(requests: Iterable[Request]) -> list[PriorityRequest]:
+    """Fresh copies (inputs only, scheduling fields kept) so one trace runs under many engines."""
+    return [tag(r) for r in requests]
+
+
+# ---- queue policies ----------------------------------------------------------------------------
+class QueuePolicy:
+    """Base class for a queue policy with state. Override `key(req, now)`: smaller runs first.
+
+    `bind(scheduler)` is called once by the scheduler that uses the policy, so
+    `self.scheduler` can read the queues (e.g. `self.scheduler.requests()`).
+    `preemptive`: may the scheduler preempt running requests by this key?
+    (False for keys whose order can flip while requests run.)
+    """
+
+    name = "queue policy"
+    preemptive = True
+    scheduler: Scheduler | None = None
+
+    def bind(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def key(self, req: Request, now: float) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, req: Request, now: float = 0.0) -> Any:
+        return self.key(req, now)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def fcfs(req: Request) -> float:
+    """First come, first served."""
+    return req.arrival
+
+
+def highest_priority_first(req: Request) -> float:
+    """Strict priority classes: the largest `priority` first (ties: first come, first served)."""
+    return -req.priority
+
+
+def earliest_deadline_first(req: Request) -> float:
+    """EDF: the request whose first-token deadline comes soonest; no deadline goes last."""
+    deadline = getattr(req, "deadline", None)
+    return math.inf if deadline is None else deadline
+
+
+def expected_work(req: Request) -> int:
+    """Tokens of work the server expects a request still needs: the prompt tokens it has
+    not computed plus the output tokens it is expected to produce and has not produced."""
+    guess = getattr(req, "expected_output", None) or req.max_new_tokens
+    return max(0, len(req.prompt) - req.num_computed) + max(0, guess - len(req.output))
+
+
+def shortest_job_first(req: Request) -> int:
+    """SJF: the least expected work first (a guess of the output length, not the truth)."""
+    return expected_work(req)
+
+
+class Ageing(QueuePolicy):
+    """Priority that grows with waiting: effective = priority + rate * (now - arrival).
+
+    rate: priority points gained per clock unit (per step with a step clock).
+    A low-priority request that arrived `dp / rate` time units before a
+    high-priority one (dp = the priority difference) goes first: nobody waits
+    forever. rate=0 is strict priority.
+    """
+
+    name = "ageing"
+
+    def __init__(self, rate: float = 0.1):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < math.inf:
+            raise ValueError(f"rate: must be a number >= 0 (priority per clock unit); got {rate!r}")
+        self.rate = float(rate)
+
+    def effective_priority(self, req: Request, now: float) -> float:
+        return req.priority + self.rate * (now - req.arrival)
+
+    def key(self, req: Request, now: float) -> float:
+        return -self.effective_priority(req, now)
+
+    def __repr__(self) -> str:
+        return f"Ageing(rate={self.rate:g})"
+
+
+class FairShare(QueuePolicy):
+    """Per-tenant fair share: the tenant that has received the least service (output
+    tokens generated so far, divided by its weight) goes first.
+
+    weights: {tenant: weight}; a tenant with weight 2 is entitled to twice the tokens
+    (missing tenants weigh 1). Its order changes as requests run, so it never preempts.
+    """
+
+    name = "fair share"
+    preemptive = False
+
+    def __init__(self, weights: dict[str, float] | None = None):
+        weights = dict(weights or {})
+        for tenant, w in weights.items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
+                raise ValueError(f"weights: each weight must be a number > 0; got {tenant!r}: {w!r}")
+        self.weights = weights
+
+    def service(self) -> dict[str, int]:
+        """Output tokens each tenant has received so far (from the scheduler's requests)."""
+        out: dict[str, int] = {}
+        if self.scheduler is not None:
+            for r in self.scheduler.requests():
+                t = getattr(r, "tenant", "default")
+                out[t] = out.get(t, 0) + len(r.output)
+        return out
+
+    def key(self, req: Request, now: float) -> float:
+        tenant = getattr(req, "tenant", "default")
+        return self.service().get(tenant, 0) / self.weights.get(tenant, 1.0)
+
+    def __repr__(self) -> str:
+        return f"FairShare(weights={self.weights})"
+
+
+QUEUES: dict[str, Callable[[], Any]] = {
+    "fcfs": lambda: fcfs,
+    "priority": lambda: highest_priority_first,
+    "edf": lambda: earliest_deadline_first,
+    "sjf": lambda: shortest_job_first,
+    "ageing": lambda: Ageing(0.1),
+    "fair-share": lambda: FairShare(),
+}
+
+
+def queue_name(queue) -> str:
+    if isinstance(queue, str):
+        return queue
+    return getattr(queue, "name", None) if isinstance(queue, QueuePolicy) else getattr(queue, "__name__", repr(queue))
+
+
+def as_key(queue) -> Callable[[Request, float], Any]:
+    """Normalise a queue policy to a function (req, now) -> key.
+
+    Accepts a name from QUEUES, a QueuePolicy, or a callable of one argument
+    (req) or two (req, now)."""
+    if isinstance(queue, str):
+        if queue not in QUEUES:
+            raise ValueError(f"queue: must be one of {', '.join(QUEUES)}, a QueuePolicy or a callable; got {queue!r}")
+        queue = QUEUES[queue]()
+    if isinstance(queue, QueuePolicy):
+        return queue.key
+    if not callable(queue):
+        raise ValueError(f"queue: must be a callable key(req) or key(req, now), or a QueuePolicy; got {queue!r}")
+    try:
+        sig = inspect.signature(queue).parameters.values()
+        positional = [p for p in sig if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [p for p in positional if p.default is p.empty]
+        varargs = any(p.kind is p.VAR_POSITIONAL for p in sig)
+    except (TypeError, ValueError):          # a builtin without a signature: assume key(req)
+        positional, required, varargs = [None], [None], False
+    if len(required) <= 2 and (len(positional) >= 2 or varargs):
+        return queue
+    if len(positional) == 1 and len(required) == 1:
+        return lambda req, now: queue(req)
+    raise ValueError(f"queue: a key function takes (req) or (req, now); {queue!r} needs {len(required)} argument(s)")
+
+
+# ---- the scheduler and the preemption rule ---------------------------------------------------------
+class PriorityScheduler(Scheduler):
+    """The engine's scheduler with a queue policy that may read the clock.
+
+    `self.key(req)` = (queue key at the current step's time, arrival, rid): it
+    orders the waiting queue, the packing order of running requests, and the
+    victims of memory preemption (largest key first), as in the base class.
+    """
+
+    def __init__(self, store, policy="chunked", limits: Limits | None = None, preemption: str = "recompute",
+                 queue=fcfs):
+        self.queue = queue
+        self._queue_key = as_key(queue)
+        super().__init__(store, policy, limits, preemption, order=self._full_key)
+        self.now = 0.0
+        self.priority_preemptions: list[tuple[float, int, int]] = []   # (time, victim rid, for rid)
+        if isinstance(queue, QueuePolicy):
+            queue.bind(self)
+
+    def _full_key(self, req: Request) -> tuple:
+        return (self._queue_key(req, self.now), req.arrival, req.rid)
+
+    def schedule(self, now: float = 0.0):
+        self.now = now
+        return super().schedule(now)
+
+
+class Preemptive(Policy):
+    """Wraps a continuous policy: before it plans, make room for more important waiting requests.
+
+    For the waiting requests in key order: one that finds no free batch slot
+    (or, the first one, no KV memory) takes the place of the least important
+    running request, if that one's key is larger. Then the wrapped policy plans
+    as usual (and admits the newcomer into the freed slot).
+    """
+
+    def __init__(self, base: str | Policy = "chunked", memory: bool = True):
+        self.base = make_policy(base)
+        if self.base.holds_slots:
+            raise ValueError(f"policy: preemption needs a continuous policy; {self.base.name!r} holds slots "
+                             f"until its whole batch ends")
+        self.memory = bool(memory)
+        self.name = f"{self.base.name}+preempt"
+
+    def _outranks(self, s: Scheduler, waiting: Request, running: Request) -> bool:
+        return s.key(waiting) < s.key(running)
+
+    def plan(self, s: Scheduler) -> Plan:
+        waiting = s.waiting                               # most important first (empty if admission closed)
+        victims = sorted(s.running, key=s.key, reverse=True)   # least important first
+        free = s.free_slots
+        for i, w in enumerate(waiting):
+            if free > 0:
+                free -= 1
+                if i == 0 and self.memory:
+                    self._make_memory(s, w, victims)
+                continue
+            if not victims or not self._outranks(s, w, victims[0]):
+                break
+            self._preempt(s, victims.pop(0), w)
+            if i == 0 and self.memory:
+                self._make_memory(s, w, victims)
+        return self.base.plan(s)
+
+    def _make_memory(self, s: Scheduler, w: Request, victims: list[Request]) -> None:
+        """Preempt outranked running requests while the head of the queue cannot get its KV."""
+        while victims and self._outranks(s, w, victims[0]) and not self._fits(s, w):
+            self._preempt(s, victims.pop(0), w)
+
+    @staticmethod
+    def _fits(s: Scheduler, w: Request) -> bool:
+        try:
+            return bool(s.store.can_add(w.all_tokens, w.max_len))
+        except ValueError:
+            return True            # the store cannot judge this request; let admission decide
+
+    @staticmethod
+    def _preempt(s: Scheduler, victim: Request, for_req: Request) -> None:
+        s.preempt(victim)
+        log = getattr(s, "priority_preemptions", None)
+        if log is not None:
+            log.append((getattr(s, "now", 0.0), victim.rid, for_req.rid))
+
+    def __repr__(self) -> str:
+        return f"Preemptive({self.base!r})"
+
+
+class PriorityEngine(Engine):
+    """The lesson-03 engine with a queue policy and, optionally, priority preemption.
+
+    queue:   a name ('fcfs', 'priority', 'edf', 'sjf', 'ageing', 'fair-share'), a
+             QueuePolicy, or a key function (req) or (req, now); smaller runs first
+    preempt: let a more important waiting request take the slot (and KV) of a
+             less important running one
+    Every other argument is the Engine's (policy, max_running, clock, ...).
+    """
+
+    def __init__(self, model, store=None, policy: str | Policy = "chunked", queue=fcfs, preempt: bool = False,
+                 **engine_kwargs):
+        if "order" in engine_kwargs:
+            raise ValueError("order: give a queue policy as `queue=` (PriorityEngine builds the order from it)")
+        if preempt and isinstance(queue, QueuePolicy) and not queue.preemptive:
+            raise ValueError(f"preempt: {queue!r} changes its order while requests run, so preempting by it would "
+                             f"thrash; use preempt=False")
+        as_key(queue)                                     # fail early on a bad queue policy
+        base = make_policy(policy)
+        super().__init__(model, store, policy=Preemptive(base) if preempt else base, **engine_kwargs)
+        old = self.scheduler
+        self.scheduler = PriorityScheduler(self.store, old.policy, self.limits, old.preemption, queue)
+        self.queue, self.preemptive = queue, bool(preempt)
+
+    @property
+    def config(self) -> dict:
+        cfg = dict(super().config)
+        cfg.update(queue=queue_name(self.queue), preempt=self.preemptive)
+        return cfg
+
+    def result(self) -> EngineResult:
+        res = super().result()
+        res.config["priority_preemptions"] = list(self.scheduler.priority_preemptions)
+        return res
+
+
+def serve_priority(model, requests: Iterable[Request], **engine_kwargs) -> EngineResult:
+    """Run fresh copies of `requests` through a new PriorityEngine."""
+    return PriorityEngine(model, **engine_kwargs).run(clone_tagged(requests))
+
+
+# ---- traces and starvation -------------------------------------------------------------------------
+def _prompt(rid: int, n: int, seed: int) -> list[int]:
+    return [32 + (seed * 7919 + rid * 131 + j * 17) % 95 for j in range(n)]
+
+
+def two_class_trace(n_high: int = 16, n_low: int = 4, high_every: float = 2.0, low_at: float = 0.0,
+                    high_prompt: int = 6, high_output: int = 8, low_prompt: int = 6, low_output: int = 8,
+                    high_priority: int = 1, first_high: float = 0.0, seed: int = 0) -> list[PriorityRequest]:
+    """The starvation trace: `n_low` low-priority requests arrive at `low_at`, then a
+    steady stream of `n_high` high-priority ones, one every `high_every` clock units.
+    Times are in the clock's unit (steps with a step clock)."""
+    for name, value, lo in (("n_high", n_high, 0), ("n_low", n_low, 0), ("high_prompt", high_prompt, 1),
+                            ("high_output", high_output, 1), ("low_prompt", low_prompt, 1), ("low_output", low_output, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ValueError(f"{name}: must be an integer >= {lo}; got {value!r}")
+    for name, value in (("high_every", high_every), ("low_at", low_at), ("first_high", first_high)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{name}: must be a number >= 0; got {value!r}")
+    reqs = []
+    for i in range(n_low):
+        reqs.append(PriorityRequest(_prompt(i, low_prompt, seed), low_output, arrival=float(low_at), rid=i,
+                                    priority=0, eos_id=None, tenant="batch"))
+    for j in range(n_high):
+        rid = n_low + j
+        reqs.append(PriorityRequest(_prompt(rid, high_prompt, seed), high_output, arrival=first_high + j * high_every,
+                                    rid=rid, priority=high_priority, eos_id=None, tenant="interactive"))
+    return reqs
+
+
+def mixed_trace(n: int = 24, rate: float = 0.5, interactive_share: float = 0.5, deadline: float = 12.0,
+                seed: int = 0, scale: float = 1 / 16, tenants: Sequence[str] = ("interactive", "batch"),
+                time_scale: float = 1.0) -> list[PriorityRequest]:
+    """A ShareGPT-like trace (course_lib.workloads) split into two classes at random (seeded):
+
+    interactive  priority 1, a first-token deadline `deadline` after arrival, tenant tenants[0]
+    batch        priority 0, no deadline, tenant tenants[1]
+
+    rate: arrivals per clock unit (per step with a step clock); time_scale multiplies arrivals.
+    """
+    import numpy as np
+
+    from course_lib.engine.request import requests_from_trace
+    from course_lib.workloads import sharegpt_like
+
+    if isinstance(interactive_share, bool) or not isinstance(interactive_share, (int, float)) or not 0 <= interactive_share <= 1:
+        raise ValueError(f"interactive_share: must be a number in [0, 1]; got {interactive_share!r}")
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not deadline > 0:
+        raise ValueError(f"deadline: must be a number > 0; got {deadline!r}")
+    if len(tenants) != 2:
+        raise ValueError(f"tenants: give two names (interactive, batch); got {tenants!r}")
+    base = requests_from_trace(sharegpt_like(n=n, rate=rate, seed=seed, scale=scale), time_scale=time_scale)
+    rng = np.random.default_rng(seed + 1)
+    hot = rng.random(len(base)) < interactive_share
+    out = []
+    for r, h in zip(base, hot):
+        out.append(tag(r, priority=1 if h else 0, tenant=tenants[0] if h else tenants[1],
+                       deadline=r.arrival + deadline if h else None))
+    return out
+
+
+def deadline_trace(seed: int = 0, n_interactive: int = 24, every: int = 4, deadline: float = 12.0,
+                   n_batch: int = 3, batch_at: float = 6.0, batch_output: int = 10,
+                   interactive_output: int = 6) -> list[PriorityRequest]:
+    """Interactive requests (priority 1, a first-token deadline `deadline` steps after
+    arrival, about `interactive_output` tokens) arrive about every `every` steps (jittered),
+    while `n_batch` batch requests (priority 0, no deadline, `batch_output` tokens) arrive
+    around `batch_at`. Times in steps (a step clock). Seeded: the same seed, the same trace."""
+    import numpy as np
+
+    for name, value, lo in (("seed", seed, 0), ("n_interactive", n_interactive, 0), ("every", every, 1),
+                            ("n_batch", n_batch, 0), ("batch_output", batch_output, 1),
+                            ("interactive_output", interactive_output, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ValueError(f"{name}: must be an integer >= {lo}; got {value!r}")
+    rng = np.random.default_rng(seed)
+    items = [(float(batch_at + 4 * i + int(rng.integers(0, 3))), 0) for i in range(n_batch)]
+    t = 0.0
+    for _ in range(n_interactive):
+        items.append((t, 1))
+        t += float(rng.integers(max(1, every - 1), every + 2))
+    items.sort(key=lambda x: (x[0], -x[1]))
+    reqs = []
+    for rid, (t, cls) in enumerate(items):
+        prompt = _prompt(rid, int(rng.integers(4, 9)), seed)
+        if cls == 0:
+            reqs.append(PriorityRequest(prompt, batch_output, arrival=t, rid=rid, priority=0, eos_id=None,
+                                        tenant="batch"))
+        else:
+            out = int(rng.integers(interactive_output - 1, interactive_output + 2))
+            reqs.append(PriorityRequest(prompt, out, arrival=t, rid=rid, priority=1, eos_id=None,
+                                        tenant="interactive", deadline=t + deadline))
+    return reqs
+
+
+def wait_time(req: Request) -> float | None:
+    """Queueing delay: arrival to first admission (None if never admitted)."""
+    return None if req.admitted_time is None else req.admitted_time - req.arrival
+
+
+def class_report(result, by: str = "priority") -> list[dict]:
+    """Per class of requests (grouped by `by`: 'priority' or 'tenant'): how many,
+    how many finished, mean/p90/max of queueing delay and TTFT, preemptions, deadline misses."""
+    if by not in ("priority", "tenant"):
+        raise ValueError(f"by: must be 'priority' or 'tenant'; got {by!r}")
+    groups: dict[Any, list[Request]] = {}
+    for r in result.requests:
+        groups.setdefault(getattr(r, by, None), []).append(r)
+    rows = []
+    for cls in sorted(groups, key=lambda c: (-c) if by == "priority" else str(c)):
+        reqs = groups[cls]
+        waits = [w for w in map(wait_time, reqs) if w is not None]
+        ttfts = [r.first_token_time - r.arrival for r in reqs if r.first_token_time is not None]
+        deadlines = [r for r in reqs if getattr(r, "deadline", None) is not None]
+        missed = sum(1 for r in deadlines if r.first_token_time is None or r.first_token_time > r.deadline)
+        rows.append({by: cls, "requests": len(reqs), "finished": sum(r.state is State.FINISHED for r in reqs),
+                     "wait_mean": sum(waits) / len(waits) if waits else float("nan"),
+                     "wait_max": max(waits, default=float("nan")),
+                     "ttft_mean": sum(ttfts) / len(ttfts) if ttfts else float("nan"),
+                     "ttft_p90": percentile(ttfts, 90), "ttft_max": max(ttfts, default=float("nan")),
+                     "preempted": sum(r.num_preemptions for r in reqs),
+                     "deadline_missed": f"{missed}/{len(deadlines)}" if deadlines else "-"})
+    return rows
+
+
+def starvation(result, priority: int | None = None) -> float:
+    """The longest queueing delay (arrival to first admission) among requests of `priority`
+    (None: all); never-admitted requests count up to the end of the run."""
+    end = result.steps[-1].end if result.steps else 0.0
+    waits = []
+    for r in result.requests:
+        if priority is not None and r.priority != priority:
+            continue
+        waits.append(wait_time(r) if r.admitted_time is not None else end - r.arrival)
+    return max(waits, default=0.0)
+
+
+__all__ = [
+    "PriorityRequest", "tag", "clone_tagged", "QueuePolicy", "fcfs", "highest_priority_first",
+    "earliest_deadline_first", "shortest_job_first", "expected_work", "Ageing", "FairShare", "QUEUES", "as_key",
+    "queue_name", "PriorityScheduler", "Preemptive", "PriorityEngine", "serve_priority", "two_class_trace",
+    "mixed_trace", "deadline_trace", "wait_time", "class_report", "starvation",
+]
