@@ -324,16 +324,17 @@ class DisaggResult:
     def steps(self):
         return self.as_engine_result().steps
 
+    # The same views as an EngineResult, delegated rather than written twice.
     @property
     def finished(self) -> list[Request]:
-        return [r for r in self.requests if r.state is State.FINISHED]
+        return self.as_engine_result().finished
 
     @property
     def rejected(self) -> list[Request]:
-        return [r for r in self.requests if r.state is State.REJECTED]
+        return self.as_engine_result().rejected
 
     def outputs(self) -> dict[int, list[int]]:
-        return {r.rid: list(r.output) for r in self.requests}
+        return self.as_engine_result().outputs()
 
     def latencies(self) -> dict[str, list[float]]:
         return self.as_engine_result().latencies()
