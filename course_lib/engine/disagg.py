@@ -35,6 +35,7 @@ empty); otherwise the tokens' keys and values, layer by layer.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ import torch
 from course_lib.device import synchronize
 from course_lib.engine.engine import Engine, clone_requests
 from course_lib.engine.metrics import EngineResult
-from course_lib.engine.request import Request, State
+from course_lib.engine.request import Request
 from course_lib.engine.scheduler import Scheduler
 from course_lib.kv.base import KVAllocationError, KVStore
 
@@ -221,18 +222,7 @@ class Handover:
         return self.arrives - self.sent
 
 
-# ---- the two stages -------------------------------------------------------------------------------------
-class _Stage(Engine):
-    """An Engine that can say when it next has something to do (for the two-engine simulation)."""
-
-    def next_event(self) -> float:
-        if self.scheduler.has_work():
-            return self.now
-        if self._pending:
-            return max(self.now, self._pending[0].arrival)
-        return math.inf
-
-
+# ---- the two stages: an Engine each, with its own scheduler ---------------------------------------------
 class _SendingScheduler(Scheduler):
     """The prefill engine's scheduler: a request that finishes its prefill is handed on
     (its KV exported) before its memory is freed."""
@@ -247,38 +237,28 @@ class _SendingScheduler(Scheduler):
 
 
 class _ReceivingScheduler(Scheduler):
-    """The decode engine's scheduler: a handed-over request is admitted with its KV
-    imported from the packet, so it starts decoding at once."""
+    """The decode engine's scheduler: a handed-over request's KV is imported from its
+    packet at admission (`load_kv`), so it starts decoding at once."""
 
     def __init__(self, *args, on_admitted: Callable[[Request, float, float], None], **kwargs):
         super().__init__(*args, **kwargs)
         self.inbox: dict[int, KVPacket] = {}
         self.on_admitted = on_admitted
 
-    def _admit(self, req: Request, now: float) -> bool:
+    def load_kv(self, req: Request) -> int | None:
         packet = self.inbox.get(req.rid)
         if packet is None:
-            return super()._admit(req, now)        # e.g. re-admitted after a preemption: recompute
-        if self.free_slots < 1:
-            return False
+            return super().load_kv(req)            # e.g. re-admitted after a preemption: recompute
         try:
             copy_s = import_kv(self.store, req.rid, req.all_tokens, req.max_len, packet)
         except KVAllocationError as exc:
-            if not self._running:
+            if not self.running:
                 self.reject(req, f"the decode engine cannot hold its {len(req.all_tokens)} tokens even with "
                                  f"nothing else running ({exc})")
-            return False
+            return None
         del self.inbox[req.rid]
-        req.num_computed = packet.n_tokens
-        self._waiting.remove(req)
-        self._running.append(req)
-        req.state = State.RUNNING
-        if req.admitted_time is None:
-            req.admitted_time = now
-        req.slot = self.slots.index(None)
-        self.slots[req.slot] = req
-        self.on_admitted(req, now, copy_s)
-        return True
+        self.on_admitted(req, self.now, copy_s)
+        return packet.n_tokens
 
 
 def _copy_state(dst: Request, src: Request) -> None:
@@ -383,15 +363,12 @@ class DisaggregatedServer:
         if prefill_store is not None and prefill_store is decode_store:
             raise ValueError("decode_store: must be a different store from prefill_store (two machines, two pools)")
         self.model, self.link = model, link or Link()
-        self.prefill = _Stage(model, prefill_store, policy=prefill_policy, max_running=prefill_limits[0],
-                              max_tokens_per_step=prefill_limits[1], clock=clock, preemption=preemption)
-        self.decode = _Stage(model, decode_store, policy=decode_policy, max_running=decode_limits[0],
-                             max_tokens_per_step=decode_limits[1], clock=clock, preemption=preemption)
-        p, d = self.prefill.scheduler, self.decode.scheduler
-        self.prefill.scheduler = _SendingScheduler(p.store, p.policy, p.limits, p.preemption,
-                                                   on_prefilled=self._prefilled)
-        self.decode.scheduler = _ReceivingScheduler(d.store, d.policy, d.limits, d.preemption,
-                                                    on_admitted=self._admitted)
+        self.prefill = Engine(model, prefill_store, policy=prefill_policy, max_running=prefill_limits[0],
+                              max_tokens_per_step=prefill_limits[1], clock=clock, preemption=preemption,
+                              scheduler=functools.partial(_SendingScheduler, on_prefilled=self._prefilled))
+        self.decode = Engine(model, decode_store, policy=decode_policy, max_running=decode_limits[0],
+                             max_tokens_per_step=decode_limits[1], clock=clock, preemption=preemption,
+                             scheduler=functools.partial(_ReceivingScheduler, on_admitted=self._admitted))
         self.handovers: dict[int, Handover] = {}
         self._originals: dict[int, Request] = {}
         self._decode_reqs: dict[int, Request] = {}
@@ -422,9 +399,7 @@ class DisaggregatedServer:
         nxt.token_times, nxt.token_steps = list(req.token_times), list(req.token_steps)
         nxt.first_token_time, nxt.first_token_step = req.first_token_time, req.first_token_step
         self.decode.scheduler.inbox[req.rid] = packet
-        gens = getattr(self.prefill.sampler, "_generators", None)   # a sampled request keeps its random stream
-        if gens and req.rid in gens and hasattr(self.decode.sampler, "_generators"):
-            self.decode.sampler._generators[req.rid] = gens.pop(req.rid)
+        self.prefill.sampler.hand_over(req.rid, self.decode.sampler)   # a sampled request keeps its random stream
         self._decode_reqs[req.rid] = nxt
 
     def _admitted(self, req: Request, now: float, copy_s: float) -> None:

@@ -29,6 +29,7 @@ Every step records its wall time and phase times either way.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Iterable, Sequence
 
@@ -156,6 +157,13 @@ class Sampler:
             out.append(int(torch.multinomial(probs, 1, generator=gen)))
         return out
 
+    def hand_over(self, rid: int, to: "Sampler") -> None:
+        """Move request `rid`'s random stream to another sampler (a request that moves to
+        another engine goes on drawing the same random numbers). No stream yet: nothing moves."""
+        gen = self._generators.pop(rid, None)
+        if gen is not None:
+            to._generators[rid] = gen
+
 
 # ---- the padded step --------------------------------------------------------
 class PaddedStepContext:
@@ -268,6 +276,10 @@ class Engine:
     clock:    'measured', 'steps' or a clock object with cost(wall_s, tokens, seqs)
     sampler:  callable (requests, logits (S, V)) -> tokens; default greedy/seeded
     order:    key function ordering the waiting queue and choosing victims
+    scheduler: the scheduler's class, or any factory called as
+              scheduler(store, policy, limits, preemption, order): a subclass
+              changes how requests are ordered or admitted (engine/priority.py,
+              engine/disagg.py) without the engine building one to throw away
     attention: packed steps only: 'store' (the store's own step context: one
               attention call per request, the readable path), 'batched' (decodes
               in one call: BatchedDecodeContext), 'auto' (batched unless the
@@ -277,7 +289,8 @@ class Engine:
     def __init__(self, model, store: KVStore | None = None, policy: str | Policy = "prefill-first",
                  max_running: int = 8, max_tokens_per_step: int = 256, preemption: str = "recompute",
                  step_mode: str = "packed", clock="measured", sampler: Callable | None = None,
-                 order: Callable | None = None, kv_capacity: int | None = None, attention: str = "auto"):
+                 order: Callable | None = None, kv_capacity: int | None = None, attention: str = "auto",
+                 scheduler: Callable[..., Scheduler] = Scheduler):
         if step_mode not in STEP_MODES:
             raise ValueError(f"step_mode: must be one of {', '.join(STEP_MODES)}; got {step_mode!r}")
         if attention not in ATTENTION:
@@ -287,7 +300,7 @@ class Engine:
         self.model = model
         self.store = store if store is not None else ReferenceKVStore.for_model(model, capacity=kv_capacity)
         self.limits = Limits(max_running, max_tokens_per_step)
-        self.scheduler = Scheduler(self.store, policy, self.limits, preemption, order)
+        self.scheduler = scheduler(self.store, policy, self.limits, preemption, order)
         self.step_mode, self.clock = step_mode, make_clock(clock)
         own_context = type(self.store).step_context is not KVStore.step_context
         self.attention = ("store" if own_context else "batched") if attention == "auto" else attention
@@ -337,6 +350,15 @@ class Engine:
     def _arrive(self) -> None:
         while self._pending and self._pending[0].arrival <= self.now:
             self.scheduler.add_request(self._pending.pop(0))
+
+    def next_event(self) -> float:
+        """The clock time of the next step (now if there is work; else the next arrival;
+        inf when nothing is left): what runs two engines side by side in simulated time."""
+        if self.scheduler.has_work():
+            return self.now
+        if self._pending:
+            return max(self.now, self._pending[0].arrival)
+        return math.inf
 
     # ---- the loop -------------------------------------------------------------
     @torch.no_grad()

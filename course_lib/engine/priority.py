@@ -53,6 +53,7 @@ FairShare says `preemptive = False` and the scheduler refuses the combination.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from dataclasses import dataclass
@@ -277,21 +278,18 @@ class PriorityScheduler(Scheduler):
     """
 
     def __init__(self, store, policy="chunked", limits: Limits | None = None, preemption: str = "recompute",
-                 queue=fcfs):
+                 order=None, queue=fcfs):
+        if order is not None:
+            raise ValueError("order: give a queue policy as `queue=` (PriorityScheduler builds the order from it)")
         self.queue = queue
         self._queue_key = as_key(queue)
         super().__init__(store, policy, limits, preemption, order=self._full_key)
-        self.now = 0.0
         self.priority_preemptions: list[tuple[float, int, int]] = []   # (time, victim rid, for rid)
         if isinstance(queue, QueuePolicy):
             queue.bind(self)
 
     def _full_key(self, req: Request) -> tuple:
         return (self._queue_key(req, self.now), req.arrival, req.rid)
-
-    def schedule(self, now: float = 0.0):
-        self.now = now
-        return super().schedule(now)
 
 
 class Preemptive(Policy):
@@ -373,9 +371,8 @@ class PriorityEngine(Engine):
                              f"thrash; use preempt=False")
         as_key(queue)                                     # fail early on a bad queue policy
         base = make_policy(policy)
-        super().__init__(model, store, policy=Preemptive(base) if preempt else base, **engine_kwargs)
-        old = self.scheduler
-        self.scheduler = PriorityScheduler(self.store, old.policy, self.limits, old.preemption, queue)
+        super().__init__(model, store, policy=Preemptive(base) if preempt else base,
+                         scheduler=functools.partial(PriorityScheduler, queue=queue), **engine_kwargs)
         self.queue, self.preemptive = queue, bool(preempt)
 
     @property

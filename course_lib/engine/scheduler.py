@@ -306,6 +306,7 @@ class Scheduler:
         self._work: list[list] = []             # this step's [request, n] items while scheduling
         self.events: list[tuple[str, int]] = [] # ('preempt' | 'swap' | 'reject', rid) of the last step
         self.admission_closed = False           # set when a newcomer did not fit this step
+        self.now = 0.0                          # clock time of the step being scheduled
 
     # ---- what policies read --------------------------------------------------
     @property
@@ -386,6 +387,7 @@ class Scheduler:
         """
         self.events = []
         self.admission_closed = False
+        self.now = now
         if self.held and not self._running:
             for slot in self.held:
                 self.slots[slot] = None
@@ -456,35 +458,48 @@ class Scheduler:
                     self.preempt(req)
                 return False
 
+    def load_kv(self, req: Request) -> int | None:
+        """Put a waiting request's keys and values on the device. Returns how many of its
+        tokens they already cover (None: not now, try again at a later step); raises
+        KVAllocationError when the store has no room for it.
+
+        The default swaps a swapped request back in, or adds its tokens (a prefix-cache
+        hit covers some of them). A scheduler that gets its KV from elsewhere overrides
+        this one method (the decode engine of engine/disagg.py imports a handed-over packet).
+        """
+        if req.swapped:
+            try:
+                self.store.swap_in(req.rid)
+                return self.store.num_cached(req.rid)
+            except KVAllocationError:
+                if self._running:
+                    return None
+                self.store.free(req.rid)   # nothing left to wait for: drop the CPU copy, recompute
+                req.swapped, req.num_computed = False, 0
+        hit = self.store.add(req.rid, req.all_tokens, req.max_len)
+        if isinstance(hit, bool) or not isinstance(hit, int) or not 0 <= hit < len(req.all_tokens):
+            raise RuntimeError(f"{type(self.store).__name__}.add returned {hit!r}; "
+                               f"must be an int in [0, {len(req.all_tokens) - 1}]")
+        if self.store.num_cached(req.rid) != hit:
+            raise RuntimeError(f"{type(self.store).__name__}: add returned a hit of {hit} tokens "
+                               f"but num_cached says {self.store.num_cached(req.rid)}")
+        req.cached_prompt_tokens += hit
+        return hit
+
     def _admit(self, req: Request, now: float) -> bool:
-        """Put a waiting request on the device: add its tokens (or swap it in)."""
+        """Put a waiting request on the device (`load_kv`) and give it a batch slot."""
         if self.free_slots < 1:
             return False
         try:
-            if req.swapped:
-                try:
-                    self.store.swap_in(req.rid)
-                    req.num_computed = self.store.num_cached(req.rid)
-                except KVAllocationError:
-                    if self._running:
-                        return False
-                    self.store.free(req.rid)   # nothing left to wait for: drop the CPU copy, recompute
-                    req.swapped, req.num_computed = False, 0
-            if not req.swapped:
-                hit = self.store.add(req.rid, req.all_tokens, req.max_len)
-                if isinstance(hit, bool) or not isinstance(hit, int) or not 0 <= hit < len(req.all_tokens):
-                    raise RuntimeError(f"{type(self.store).__name__}.add returned {hit!r}; "
-                                       f"must be an int in [0, {len(req.all_tokens) - 1}]")
-                if self.store.num_cached(req.rid) != hit:
-                    raise RuntimeError(f"{type(self.store).__name__}: add returned a hit of {hit} tokens "
-                                       f"but num_cached says {self.store.num_cached(req.rid)}")
-                req.num_computed = hit
-                req.cached_prompt_tokens += hit
+            computed = self.load_kv(req)
         except KVAllocationError as exc:
             if not self._running:
                 self.reject(req, f"needs KV for {len(req.all_tokens)} tokens to start; the store cannot "
                                  f"hold that even with nothing else running ({exc})")
             return False
+        if computed is None:
+            return False
+        req.num_computed = computed
         self._waiting.remove(req)
         self._running.append(req)
         req.swapped = False
