@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from course_lib.validate import BadType, check_int, show
+
 _VALID = ("cuda", "mps", "cpu")
 
 
@@ -24,6 +26,8 @@ def get_device(prefer: str | None = None) -> torch.device:
     `prefer` (or the environment variable COURSE_DEVICE) overrides the choice,
     e.g. COURSE_DEVICE=cpu on a GPU machine to compare the two.
     """
+    if prefer is not None and not isinstance(prefer, str):
+        raise BadType(f"prefer: must be one of {', '.join(_VALID)} or None; got {show(prefer)}")
     choice = prefer or os.environ.get("COURSE_DEVICE")
     if choice:
         choice = choice.lower()
@@ -39,6 +43,50 @@ def get_device(prefer: str | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def check_device(device, name: str = "device") -> torch.device:
+    """`device` (a torch.device or a name such as 'cpu', 'cuda:0') as a torch.device that
+    really exists here; otherwise a one-line ValueError naming `name` (never the bare
+    AssertionError torch raises when a tensor is put on a GPU that is not there)."""
+    if not isinstance(device, (str, torch.device)):
+        raise BadType(f"{name}: must be a torch.device or one of {', '.join(_VALID)}; got {show(device)}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name}: must be a torch.device or one of {', '.join(_VALID)}; got {show(device)}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{name}: {str(device)!r} was asked for but no CUDA GPU is visible (use 'cpu')")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"{name}: {str(device)!r} was asked for but only {count} CUDA GPU(s) are visible")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}: {str(device)!r} was asked for but MPS is not available (use 'cpu')")
+    elif dev.type not in _VALID:
+        raise ValueError(f"{name}: must be one of {', '.join(_VALID)}; got {str(device)!r}")
+    return dev
+
+
+def memory_bytes(device: torch.device | str | None = None) -> int | None:
+    """Total memory of `device` in bytes (the GPU's, or the machine's RAM for the CPU); None if unknown."""
+    dev = torch.device(device or "cpu")
+    try:
+        if dev.type == "cuda":
+            return torch.cuda.get_device_properties(dev.index or 0).total_memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return None
+
+
+def check_fits(name: str, value, nbytes: int, device: torch.device | str | None = None, what: str = "") -> None:
+    """Raise a ValueError naming `name` when an allocation of `nbytes` can never fit in the
+    device's memory (before torch tries, and fails with an allocator error)."""
+    total = memory_bytes(device)
+    if total is not None and nbytes > total:
+        dev = torch.device(device or "cpu").type
+        raise ValueError(f"{name}: {value!r} needs {nbytes / 2**30:.3g} GiB{' for ' + what if what else ''}; "
+                         f"the {dev} has {total / 2**30:.3g} GiB in all")
 
 
 def default_dtype(device: torch.device | None = None) -> torch.dtype:
@@ -105,8 +153,8 @@ class Timer:
 
 def time_fn(fn, *args, repeat: int = 5, warmup: int = 1, device: torch.device | None = None, **kwargs) -> float:
     """Median seconds of `fn(*args, **kwargs)` over `repeat` synced runs (after `warmup`)."""
-    if repeat < 1:
-        raise ValueError(f"repeat: must be an integer >= 1; got {repeat}")
+    check_int("repeat", repeat, 1)
+    check_int("warmup", warmup, 0)
     for _ in range(warmup):
         fn(*args, **kwargs)
     times = []

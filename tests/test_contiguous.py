@@ -242,7 +242,10 @@ def test_bad_requests_are_value_errors():
     with pytest.raises(ValueError, match="length"):
         s.grow(0, 17)
     s.free(0)
-    s.free(0)                                # freeing twice is harmless
+    with pytest.raises(ValueError, match="seq_id: 0 is not in the store"):
+        s.free(0)                            # freeing twice is a bookkeeping bug: it says so
+    with pytest.raises(ValueError, match="seq_id"):
+        s.free(99)                           # so is freeing an id that was never added
     assert s.holes() == [(0, 32)]
 
 
@@ -285,9 +288,12 @@ def test_random_operations_keep_the_arena_consistent(ops, placement, reservation
                 assert e.largest_free < e.requested
             else:
                 fill(s, seq, length, values[seq])
-        elif op == "free":
+        elif op == "free" and seq in s.slabs:
             s.free(seq)
             values.pop(seq, None)
+        elif op == "free":
+            with pytest.raises(ValueError, match="not in the store"):
+                s.free(seq)                  # an id that is not there: an error, and nothing changes
         # slabs never overlap and every slot is either owned or free
         segs = s.memory_map()
         assert spans_cover([(g.start, g.size) for g in segs], capacity)
@@ -309,7 +315,7 @@ def test_random_operations_keep_the_arena_consistent(ops, placement, reservation
 # ---- TinyLM through the arena -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model():
-    return build_model(TinyLMConfig(), seed=0)
+    return build_model(TinyLMConfig(), seed=0, weights="random")
 
 
 @torch.no_grad()

@@ -59,9 +59,10 @@ def test_monitored_store_logs_refusals_with_their_free_memory():
     (r,) = store.refusals
     assert (r.requested, r.largest_free, r.total_free) == (24, 16, 32) and r.paradox
     paged = build_store(MODEL, ServerConfig(kv_slots=32, block_size=16))
-    paged.add(0, [1] * 20, 40)
+    assert paged.max_model_len == 32                                 # no longer than the whole pool
+    paged.add(0, [1] * 20, 32)
     with pytest.raises(KVAllocationError):
-        paged.add(1, [1] * 20, 40)
+        paged.add(1, [1] * 20, 32)
     assert not paged.refusals[0].paradox                             # paged: no external fragmentation
 
 

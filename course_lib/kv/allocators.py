@@ -22,13 +22,14 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from typing import Iterable
 
+from course_lib.validate import check_choice, check_int
+
 Hole = tuple[int, int]          # (start, size)
 PLACEMENTS = ("first-fit", "best-fit", "buddy")
 
 
-def _check_size(size: int) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size: must be an integer >= 1; got {size!r}")
+def _check_size(size: int, name: str = "size") -> None:
+    check_int(name, size, 1)
 
 
 def _take(holes: list[Hole], i: int, size: int) -> tuple[int, list[Hole]]:
@@ -67,6 +68,7 @@ def insert_hole(holes: list[Hole], start: int, size: int) -> list[Hole]:
     8 and a request for 16 would fail with 16 free slots side by side.
     """
     _check_size(size)
+    check_int("start", start, 0)
     holes = sorted(holes)
     i = bisect_left(holes, (start, 0))
     if i > 0 and holes[i - 1][0] + holes[i - 1][1] > start or i < len(holes) and start + size > holes[i][0]:
@@ -83,7 +85,7 @@ def insert_hole(holes: list[Hole], start: int, size: int) -> list[Hole]:
 
 def next_pow2(n: int) -> int:
     """The smallest power of two >= n (n >= 1)."""
-    _check_size(n)
+    _check_size(n, "n")
     return 1 << (n - 1).bit_length()
 
 
@@ -91,8 +93,8 @@ class FreeList:
     """First-fit or best-fit over a sorted, always-coalesced list of holes."""
 
     def __init__(self, capacity: int, policy: str = "first-fit"):
-        if policy not in ("first-fit", "best-fit"):
-            raise ValueError(f"policy: must be 'first-fit' or 'best-fit'; got {policy!r}")
+        check_int("capacity", capacity, 1)
+        check_choice("policy", policy, ("first-fit", "best-fit"))
         self.capacity, self.policy = capacity, policy
         self.holes: list[Hole] = [(0, capacity)]
         self._pick = first_fit if policy == "first-fit" else best_fit
@@ -136,7 +138,8 @@ class BuddyAllocator:
     """
 
     def __init__(self, capacity: int, min_block: int = 1):
-        if isinstance(min_block, bool) or not isinstance(min_block, int) or min_block < 1 or min_block & (min_block - 1):
+        check_int("capacity", capacity, 1)
+        if check_int("min_block", min_block, 1, note="a power of two") & (min_block - 1):
             raise ValueError(f"min_block: must be a power of two >= 1; got {min_block!r}")
         if capacity % min_block:
             raise ValueError(f"capacity: must be a multiple of min_block ({min_block}); got {capacity}")
@@ -169,6 +172,7 @@ class BuddyAllocator:
 
     def free(self, start: int, size: int) -> None:
         size = self.slab_size(size)
+        check_int("start", start, 0, self.capacity - size)
         if start % size:
             raise ValueError(f"start: a block of {size} slots must start at a multiple of {size}; got {start}")
         if any(s <= start < s + sz or start <= s < start + size for sz, ss in self.free_by_size.items() for s in ss):
@@ -192,8 +196,7 @@ class BuddyAllocator:
 
 
 def make_allocator(capacity: int, placement: str, min_block: int = 1):
-    if placement not in PLACEMENTS:
-        raise ValueError(f"placement: must be one of {', '.join(PLACEMENTS)}; got {placement!r}")
+    check_choice("placement", placement, PLACEMENTS)
     if placement == "buddy":
         return BuddyAllocator(capacity, min_block)
     return FreeList(capacity, placement)

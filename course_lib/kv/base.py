@@ -24,6 +24,8 @@ from typing import Sequence
 import torch
 
 from course_lib.attention import causal_mask, sdpa_attention
+from course_lib.device import check_device
+from course_lib.validate import FLOAT_DTYPES, check_dtype, check_has, check_int
 
 
 class KVAllocationError(RuntimeError):
@@ -69,12 +71,16 @@ class KVStore(ABC):
 
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
-        self.num_layers, self.num_kv_heads, self.head_dim = num_layers, num_kv_heads, head_dim
-        self.dtype, self.device = dtype, torch.device(device or "cpu")
+        self.num_layers = check_int("num_layers", num_layers, 1, 4096)
+        self.num_kv_heads = check_int("num_kv_heads", num_kv_heads, 1, 4096)
+        self.head_dim = check_int("head_dim", head_dim, 1, 1 << 16)
+        self.dtype = check_dtype("dtype", dtype, FLOAT_DTYPES)
+        self.device = check_device("cpu" if device is None else device)
         self.cached: dict[int, int] = {}   # seq_id -> tokens whose K/V are written
 
     @classmethod
     def for_model(cls, model, **kwargs) -> "KVStore":
+        check_has("model", model, ("config", "dtype", "device"), "a TinyLM (with .config, .dtype and .device)")
         cfg = model.config
         return cls(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim,
                    dtype=model.dtype, device=model.device, **kwargs)
@@ -105,6 +111,23 @@ class KVStore(ABC):
     def can_add(self, tokens: Sequence[int], max_len: int) -> bool:
         """Would `add` succeed now? (Default: no side effects, so be conservative.)"""
         return True
+
+    def _itemsize(self) -> int:
+        """Bytes of one element of self.dtype."""
+        return torch.empty(0, dtype=self.dtype).element_size()
+
+    def longest_sequence(self) -> int | None:
+        """The most tokens ONE sequence can ever hold here, with nothing else stored
+        (None: no limit). An engine rejects a longer request before doing any work."""
+        return getattr(self, "max_model_len", None)
+
+    def _check_seq(self, name: str, seq_id) -> None:
+        """A sequence id is an integer (the engine's request id)."""
+        check_int(name, seq_id)
+
+    def _unknown(self, seq_id, verb: str = "free") -> ValueError:
+        return ValueError(f"seq_id: {seq_id!r} is not in the store (cannot {verb} it: "
+                          f"never added, or already freed)")
 
     # ---- reading and writing K/V ------------------------------------------
     def write(self, layer: int, seq_id: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:

@@ -46,19 +46,19 @@ from typing import Iterable, NamedTuple, Sequence
 import torch
 
 from course_lib.kv.allocators import make_allocator, next_pow2
+from course_lib.device import check_fits
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage
+from course_lib.validate import check_choice, check_int, check_sequence
 
 RESERVATIONS = ("max", "pow2", "oracle")
 
 
 def reservation_size(policy: str, prompt_len: int, final_len: int, max_model_len: int) -> int:
     """Token slots a request reserves under `policy`: prompt_len tokens now, final_len at the end."""
-    if policy not in RESERVATIONS:
-        raise ValueError(f"reservation: must be one of {', '.join(RESERVATIONS)}; got {policy!r}")
-    if isinstance(final_len, bool) or not isinstance(final_len, int) or not 1 <= final_len <= max_model_len:
-        raise ValueError(f"max_len: must be an integer in [1, {max_model_len}]; got {final_len!r}")
-    if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or not 1 <= prompt_len <= final_len:
-        raise ValueError(f"prompt_len: must be an integer in [1, {final_len}]; got {prompt_len!r}")
+    check_choice("reservation", policy, RESERVATIONS)
+    max_model_len = check_int("max_model_len", max_model_len, 1)
+    final_len = check_int("max_len", final_len, 1, max_model_len)
+    prompt_len = check_int("prompt_len", prompt_len, 1, final_len)
     if policy == "max":
         return max_model_len
     if policy == "pow2":
@@ -149,15 +149,13 @@ class ContiguousKVStore(KVStore):
                  device=None, capacity: int = 4096, max_model_len: int | None = None,
                  reservation: str = "oracle", placement: str = "first-fit", min_block: int = 1):
         super().__init__(num_layers, num_kv_heads, head_dim, dtype, device)
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity: must be an integer >= 1; got {capacity!r}")
-        if reservation not in RESERVATIONS:
-            raise ValueError(f"reservation: must be one of {', '.join(RESERVATIONS)}; got {reservation!r}")
+        capacity = check_int("capacity", capacity, 1)
+        check_choice("reservation", reservation, RESERVATIONS)
+        check_fits("capacity", capacity, capacity * 2 * num_layers * num_kv_heads * head_dim * self._itemsize(),
+                   self.device, "the arena")
         self.allocator = make_allocator(capacity, placement, min_block)
         biggest = max(size for _, size in self.allocator.free_blocks())   # the largest slab the empty arena holds
-        max_model_len = biggest if max_model_len is None else max_model_len
-        if isinstance(max_model_len, bool) or not isinstance(max_model_len, int) or not 1 <= max_model_len:
-            raise ValueError(f"max_model_len: must be an integer >= 1; got {max_model_len!r}")
+        max_model_len = check_int("max_model_len", biggest if max_model_len is None else max_model_len, 1)
         if self.allocator.slab_size(max_model_len) > biggest:
             raise ValueError(f"max_model_len: a slab for {max_model_len} tokens must fit in the empty arena "
                              f"({capacity} slots, {placement}); got {max_model_len}")
@@ -206,12 +204,14 @@ class ContiguousKVStore(KVStore):
 
     # ---- the engine's verbs ----------------------------------------------------
     def _check_new(self, seq_id, tokens, max_len) -> None:
+        if seq_id is not None:
+            self._check_seq("seq_id", seq_id)
         if seq_id in self.slabs or seq_id in self.swapped:
             raise ValueError(f"seq_id: {seq_id} is already in the store")
-        if isinstance(max_len, bool) or not isinstance(max_len, int) or not 1 <= max_len <= self.max_model_len:
-            raise ValueError(f"max_len: must be an integer in [1, {self.max_model_len}]; got {max_len!r}")
-        if not 1 <= len(tokens) <= max_len:
-            raise ValueError(f"tokens: the prompt must hold between 1 and max_len ({max_len}) tokens; got {len(tokens)}")
+        check_int("max_len", max_len, 1, self.max_model_len)
+        n = len(check_sequence("tokens", tokens))
+        if not 1 <= n <= max_len:
+            raise ValueError(f"tokens: the prompt must hold between 1 and max_len ({max_len}) tokens; got {n}")
 
     def can_add(self, tokens: Sequence[int], max_len: int) -> bool:
         self._check_new(None, tokens, max_len)
@@ -239,8 +239,7 @@ class ContiguousKVStore(KVStore):
         """Room for `length` tokens. Inside the reservation this is free; past it the slab
         grows in place if the next hole allows, else moves (a copy) to a bigger hole."""
         slab = self._slab(seq_id)
-        if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= self.max_model_len:
-            raise ValueError(f"length: must be an integer in [1, {self.max_model_len}]; got {length!r}")
+        check_int("length", length, 1, self.max_model_len)
         if length <= slab.size:
             slab.length = max(slab.length, length)
             slab.final_len = max(slab.final_len, length)
@@ -261,7 +260,10 @@ class ContiguousKVStore(KVStore):
         slab.length, slab.final_len = length, max(slab.final_len, length)
 
     def free(self, seq_id: int) -> None:
-        """Give the slab back; the allocator merges it with neighbouring holes."""
+        """Give the slab back; the allocator merges it with neighbouring holes. Freeing an id
+        that is not here (twice, or never added) raises ValueError."""
+        if seq_id not in self.slabs and seq_id not in self.swapped:
+            raise self._unknown(seq_id)
         slab = self.slabs.pop(seq_id, None)
         if slab is not None:
             self.allocator.free(slab.start, slab.size)
@@ -272,8 +274,8 @@ class ContiguousKVStore(KVStore):
         """Views (not copies) of the slab: K and V of `layer` for the first `length` tokens,
         each (length, nkv, hd). Writing into them writes into the arena."""
         slab = self._slab(seq_id)
-        if not 0 <= layer < self.num_layers:
-            raise ValueError(f"layer: must be in [0, {self.num_layers - 1}]; got {layer}")
+        check_int("layer", layer, 0, self.num_layers - 1)
+        check_int("length", length, 0)
         if not 0 <= length <= slab.size:
             raise ValueError(f"length: sequence {seq_id} has a slab of {slab.size} slots; asked for {length}")
         rows = self.arena[slab.start:slab.start + length]                       # (length, 2, layers, nkv, hd)

@@ -50,9 +50,11 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 
 from course_lib.attention import causal_mask, sdpa_attention
+from course_lib.device import check_fits
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage, StepContext
 from course_lib.kv.prefix_cache import ROOT_ENTRY, ROOT_HASH, PrefixCache, block_hash
 from course_lib.paged_attention import IMPLS, gather_kv, kernel_unavailable_reason, notice, paged_attention_kernel
+from course_lib.validate import check_bool, check_callable, check_choice, check_int, check_ints
 
 MAX_BLOCK_SIZE = 256
 
@@ -183,28 +185,28 @@ class PagedKVStore(KVStore):
                  max_model_len: int | None = None, prefix_caching: bool = False, swap_blocks: int | None = None,
                  attention: str = "auto", hash_fn: Callable = block_hash):
         super().__init__(num_layers, num_kv_heads, head_dim, dtype, device)
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or not 1 <= block_size <= MAX_BLOCK_SIZE:
-            raise ValueError(f"block_size: must be an integer in [1, {MAX_BLOCK_SIZE}]; got {block_size!r}")
+        block_size = check_int("block_size", block_size, 1, MAX_BLOCK_SIZE)
         if (num_blocks is None) == (capacity is None):
             raise ValueError("num_blocks/capacity: give exactly one of them (blocks, or token slots)")
+        size_name = "num_blocks" if capacity is None else "capacity"
         if capacity is not None:
-            if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < block_size:
-                raise ValueError(f"capacity: must be an integer >= block_size ({block_size}); got {capacity!r}")
+            capacity = check_int("capacity", capacity, block_size, note=f"a multiple of block_size ({block_size})")
             if capacity % block_size:
                 raise ValueError(f"capacity: must be a multiple of block_size ({block_size}); got {capacity}")
             num_blocks = capacity // block_size
-        if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1:
-            raise ValueError(f"num_blocks: must be an integer >= 1; got {num_blocks!r}")
-        if attention not in IMPLS:
-            raise ValueError(f"attention: must be one of {', '.join(IMPLS)}; got {attention!r}")
+        num_blocks = check_int("num_blocks", num_blocks, 1)
+        check_choice("attention", attention, IMPLS)
+        prefix_caching = check_bool("prefix_caching", prefix_caching)
+        check_callable("hash_fn", hash_fn, "a function (parent_hash, tokens) -> int")
+        block_numel = num_kv_heads * head_dim * block_size
+        check_fits(size_name, num_blocks if capacity is None else capacity,
+                   num_layers * 2 * num_blocks * block_numel * self._itemsize(), self.device, "the block pool")
         self.block_size, self.num_blocks = block_size, num_blocks
         self.capacity = num_blocks * block_size
-        self.max_model_len = self.capacity if max_model_len is None else max_model_len
-        if isinstance(self.max_model_len, bool) or not isinstance(self.max_model_len, int) or self.max_model_len < 1:
-            raise ValueError(f"max_model_len: must be an integer >= 1; got {max_model_len!r}")
-        swap_blocks = num_blocks if swap_blocks is None else swap_blocks
-        if isinstance(swap_blocks, bool) or not isinstance(swap_blocks, int) or swap_blocks < 0:
-            raise ValueError(f"swap_blocks: must be an integer >= 0; got {swap_blocks!r}")
+        self.max_model_len = check_int("max_model_len", self.capacity if max_model_len is None else max_model_len, 1)
+        swap_blocks = check_int("swap_blocks", num_blocks if swap_blocks is None else swap_blocks, 0)
+        check_fits("swap_blocks", swap_blocks, num_layers * 2 * swap_blocks * block_numel * self._itemsize(), "cpu",
+                   "the CPU swap pool")
         self.attention = attention
         # The pool: every layer's keys and values, block by block.
         self.block_numel = num_kv_heads * head_dim * block_size
@@ -224,8 +226,16 @@ class PagedKVStore(KVStore):
 
     @classmethod
     def for_model(cls, model, **kwargs) -> "PagedKVStore":
-        kwargs.setdefault("max_model_len", model.config.max_position_embeddings)
-        return super().for_model(model, **kwargs)
+        """A store shaped for `model`; max_model_len defaults to the model's context length
+        or the whole pool, whichever is smaller (a longer request could never fit)."""
+        store = super().for_model(model, **kwargs)
+        if kwargs.get("max_model_len") is None:
+            store.max_model_len = min(model.config.max_position_embeddings, store.capacity)
+        return store
+
+    def longest_sequence(self) -> int:
+        """The most tokens one sequence can ever hold: max_model_len, or the whole pool if smaller."""
+        return min(self.max_model_len, self.capacity)
 
     # ---- views into the pool ------------------------------------------------------
     def key_blocks(self, layer: int) -> torch.Tensor:
@@ -288,12 +298,14 @@ class PagedKVStore(KVStore):
 
     # ---- the engine's verbs ----------------------------------------------------------
     def _check_new(self, seq_id, tokens, max_len) -> None:
+        if seq_id is not None:
+            self._check_seq("seq_id", seq_id)
         if seq_id in self.seqs or seq_id in self.swapped:
             raise ValueError(f"seq_id: {seq_id} is already in the store")
-        if isinstance(max_len, bool) or not isinstance(max_len, int) or not 1 <= max_len <= self.max_model_len:
-            raise ValueError(f"max_len: must be an integer in [1, {self.max_model_len}]; got {max_len!r}")
-        if not 1 <= len(tokens) <= max_len:
-            raise ValueError(f"tokens: the prompt must hold between 1 and max_len ({max_len}) tokens; got {len(tokens)}")
+        check_int("max_len", max_len, 1, self.max_model_len)
+        n = len(check_ints("tokens", tokens, 0))
+        if not 1 <= n <= max_len:
+            raise ValueError(f"tokens: the prompt must hold between 1 and max_len ({max_len}) tokens; got {n}")
 
     def _prefix_hit(self, tokens: Sequence[int]) -> list:
         """Cached entries for the leading full blocks of `tokens`, leaving >= 1 token to compute."""
@@ -351,8 +363,7 @@ class PagedKVStore(KVStore):
         """Room for `length` tokens: new blocks on demand, and a private copy of every
         shared block the coming tokens will be written into (copy-on-write)."""
         seq = self._seq(seq_id)
-        if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= self.max_model_len:
-            raise ValueError(f"length: must be an integer in [1, {self.max_model_len}]; got {length!r}")
+        check_int("length", length, 1, self.max_model_len)
         new = max(0, -(-length // self.block_size) - len(seq.table))
         if new == 0 and length <= seq.room and not self.num_shared:
             return                                        # the common decode step: room already there
@@ -376,7 +387,10 @@ class PagedKVStore(KVStore):
         self.stats.cow_copies += 1
 
     def free(self, seq_id: int) -> None:
-        """Release every block; last block first, so cached tails are evicted before heads."""
+        """Release every block; last block first, so cached tails are evicted before heads.
+        Freeing an id that is not here (twice, or never added) raises ValueError."""
+        if seq_id not in self.seqs and seq_id not in self.swapped:
+            raise self._unknown(seq_id)
         self._register_full_blocks(seq_id)
         seq = self.seqs.pop(seq_id, None)
         if seq is not None:
@@ -392,6 +406,7 @@ class PagedKVStore(KVStore):
         """The child shares all of the parent's blocks (counts go up; nothing is copied).
         The first of them to write into a shared block gets a copy (copy-on-write)."""
         parent = self._seq(parent_id)
+        self._check_seq("child_id", child_id)
         if child_id in self.seqs or child_id in self.swapped:
             raise ValueError(f"child_id: {child_id} is already in the store")
         for b in parent.table:
@@ -410,6 +425,8 @@ class PagedKVStore(KVStore):
     def slot_mapping(self, seq_id: int, start: int, n: int) -> torch.Tensor:
         """(n,) flat slots of positions start .. start+n-1 (block * block_size + offset)."""
         seq = self._seq(seq_id)
+        check_int("start", start)
+        check_int("n", n)
         if start < 0 or n < 0 or start + n > len(seq.table) * self.block_size:
             raise ValueError(f"start/n: positions [{start}, {start + n}) must lie in the sequence's "
                              f"{len(seq.table) * self.block_size} allocated slots")
@@ -441,6 +458,8 @@ class PagedKVStore(KVStore):
     def read(self, layer: int, seq_id: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(length, nkv, hd) keys and values, gathered from the sequence's blocks (copies)."""
         seq = self._seq(seq_id)
+        check_int("layer", layer, 0, self.num_layers - 1)
+        check_int("length", length, 0)
         if not 0 <= length <= len(seq.table) * self.block_size:
             raise ValueError(f"length: sequence {seq_id} has {len(seq.table) * self.block_size} slots; asked for {length}")
         return gather_kv(self.key_blocks(layer), self.value_blocks(layer), seq.table, length)
@@ -580,9 +599,7 @@ class PagedKVStore(KVStore):
         """Record that the first `n` tokens' K/V are written (an allocation-only simulation
         does this instead of running the model); full blocks enter the prefix cache."""
         seq = self._seq(seq_id)
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(seq.table) * self.block_size:
-            raise ValueError(f"n: must be an integer in [0, {len(seq.table) * self.block_size}] "
-                             f"(the sequence's allocated slots); got {n!r}")
+        check_int("n", n, 0, len(seq.table) * self.block_size, note="the sequence's allocated slots")
         self.cached[seq_id] = n
         self._register_full_blocks(seq_id)
 

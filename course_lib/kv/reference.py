@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage
+from course_lib.validate import check_int, check_sequence
 
 
 class ReferenceKVStore(KVStore):
@@ -19,9 +20,7 @@ class ReferenceKVStore(KVStore):
 
     def __init__(self, num_layers, num_kv_heads, head_dim, dtype=torch.float32, device=None, capacity: int | None = None):
         super().__init__(num_layers, num_kv_heads, head_dim, dtype, device)
-        if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
-            raise ValueError(f"capacity: must be an integer >= 1 or None; got {capacity!r}")
-        self.capacity = capacity
+        self.capacity = check_int("capacity", capacity, 1, none_ok=True)
         self.k: dict[int, torch.Tensor] = {}   # seq_id -> (layers, L, nkv, hd)
         self.v: dict[int, torch.Tensor] = {}
 
@@ -33,12 +32,25 @@ class ReferenceKVStore(KVStore):
             free = self.capacity - self._used()
             raise KVAllocationError(extra, free, free)
 
+    def longest_sequence(self) -> int | None:
+        return self.capacity
+
+    def _check_new(self, seq_id, tokens, max_len) -> None:
+        if seq_id is not None:
+            self._check_seq("seq_id", seq_id)
+            if seq_id in self.k:
+                raise ValueError(f"seq_id: {seq_id} is already in the store")
+        check_int("max_len", max_len, 1, self.capacity)
+        n = len(check_sequence("tokens", tokens))
+        if not 1 <= n <= max_len:
+            raise ValueError(f"tokens: the prompt must hold between 1 and max_len ({max_len}) tokens; got {n}")
+
     def can_add(self, tokens, max_len) -> bool:
+        self._check_new(None, tokens, max_len)
         return self.capacity is None or self._used() + len(tokens) <= self.capacity
 
     def add(self, seq_id: int, tokens: Sequence[int], max_len: int) -> int:
-        if seq_id in self.k:
-            raise ValueError(f"seq_id: {seq_id} is already in the store")
+        self._check_new(seq_id, tokens, max_len)
         self.k[seq_id] = self._empty(0)
         self.v[seq_id] = self._empty(0)
         self.cached[seq_id] = 0
@@ -50,6 +62,9 @@ class ReferenceKVStore(KVStore):
         return 0
 
     def grow(self, seq_id: int, length: int) -> None:
+        if seq_id not in self.k:
+            raise self._unknown(seq_id, "grow")
+        check_int("length", length, 1)
         have = self.k[seq_id].shape[1]
         if length <= have:
             return
@@ -58,11 +73,19 @@ class ReferenceKVStore(KVStore):
         self.v[seq_id] = torch.cat([self.v[seq_id], self._empty(length - have)], dim=1)
 
     def free(self, seq_id: int) -> None:
+        """Give the sequence's slots back. Freeing an id that is not here (twice, or never
+        added) raises ValueError: a silent double free hides a bookkeeping bug."""
+        if seq_id not in self.k:
+            raise self._unknown(seq_id)
         self.k.pop(seq_id, None)
         self.v.pop(seq_id, None)
         self.cached.pop(seq_id, None)
 
     def kv_view(self, layer, seq_id, length):
+        if seq_id not in self.k:
+            raise self._unknown(seq_id, "read")
+        check_int("layer", layer, 0, self.num_layers - 1)
+        check_int("length", length, 0)
         if length > self.k[seq_id].shape[1]:
             raise ValueError(f"length: sequence {seq_id} has room for {self.k[seq_id].shape[1]} tokens; asked for {length}")
         return self.k[seq_id][layer, :length], self.v[seq_id][layer, :length]
