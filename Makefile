@@ -43,6 +43,8 @@ exercises: $(VENV)/.installed
 	$(PY) -m course_lib.exercises solutions exercises
 
 ## Every test: unit, property, oracle, then the notebooks under nbval.
+## A lesson's checked claim that does not hold fails its cell here (course_lib/claims.py).
+test: export COURSE_STRICT_CLAIMS := 1
 test: setup-dev
 	$(PY) -m pytest tests
 	$(PY) -m pytest --nbval-lax --nbval-current-env notebooks

@@ -48,3 +48,45 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_i
         mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=mask.device)], dim=1)
         logits = model(next_ids[:, None], mask, cache)                     # (B, 1, V) decode step
     return out
+
+
+@torch.no_grad()
+def stream_greedy(model, prompt: Sequence[int], max_new_tokens: int, eos_id: int | None = EOS):
+    """Yield greedy tokens for ONE prompt, one at a time, as a server streams them.
+
+    The prompt is prefilled once; then each step feeds only the newest token and
+    reads every earlier key and value from the cache (course_lib.kv.dense).
+    Stops after <EOS> (which it yields) or `max_new_tokens` tokens.
+    """
+    limit = model.config.max_position_embeddings
+    if not prompt:
+        raise ValueError("prompt: must hold at least one token")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= limit - len(prompt):
+        raise ValueError(f"max_new_tokens: must be an integer in [1, {limit - len(prompt)}] for a {len(prompt)}-token prompt; "
+                         f"got {max_new_tokens!r}")
+    cache = DenseKVCache(model.config.num_hidden_layers)
+    ids = torch.tensor([list(prompt)], device=model.device)              # (1, T)
+    logits = model(ids, cache=cache)                                      # (1, T, V) prefill
+    for _ in range(max_new_tokens):
+        token = int(logits[0, -1].argmax())
+        yield token
+        if token == eos_id:
+            return
+        logits = model(torch.tensor([[token]], device=model.device), cache=cache)   # (1, 1, V) decode step
+
+
+def continue_text(model, text: str, max_new_tokens: int | None = None) -> tuple[str, list[int]]:
+    """Greedy continuation of `text` (after <SOS>): (the new text, the new token ids).
+
+    max_new_tokens=None: as many as the context allows; the model usually stops
+    earlier, on its own <EOS>.
+    """
+    from course_lib.tokenizer import decode, encode
+
+    prompt = encode(text)
+    room = model.config.max_position_embeddings - len(prompt)
+    if room < 1:
+        raise ValueError(f"text: must fit the context with room to grow ({model.config.max_position_embeddings - 1} "
+                         f"tokens at most); got {len(prompt)} tokens")
+    tokens = list(stream_greedy(model, prompt, room if max_new_tokens is None else max_new_tokens))
+    return decode(tokens), tokens

@@ -250,8 +250,29 @@ class TinyLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def build_model(cfg: TinyLMConfig | None = None, seed: int = 0, device=None, dtype=torch.float32) -> TinyLM:
-    """A TinyLM with seeded random weights, on `device` in `dtype`, in eval mode."""
+WEIGHTS = ("trained", "random")
+
+
+def build_model(cfg: TinyLMConfig | None = None, seed: int = 0, device=None, dtype=torch.float32,
+                weights: str = "random") -> TinyLM:  # TEMP: flips to "trained" when the weights land
+    """A TinyLM on `device` in `dtype`, in eval mode.
+
+    weights="trained" (the default): the model trained on the course's story
+        grammar (course_lib/weights/tinylm-stories, written by
+        tools/train_tinylm.py); `cfg`, if given, must be its config.
+    weights="random": seeded random initialisation of `cfg` (any size), for
+        experiments such as the benchmarks' larger shapes. Its text is noise.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights: must be one of {', '.join(map(repr, WEIGHTS))}; got {weights!r}")
+    if weights == "trained":
+        from course_lib.pretrained import load_pretrained
+
+        model = load_pretrained(device=device, dtype=dtype)
+        if cfg is not None and cfg != model.config:
+            raise ValueError("cfg: the trained weights are for TinyLMConfig() "
+                             f"{model.config.to_dict()}; pass weights='random' for another config")
+        return model
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     model = TinyLM(cfg)

@@ -242,3 +242,41 @@ def trace_from_lengths(lengths: Sequence[tuple[int, int]], interval: float = 0.0
         raise ValueError(f"lengths: prompt + output must be <= max_len ({max_len}); got {longest}")
     rate = 1.0 / interval if interval > 0 else math.inf
     return Trace("hand-made", requests, rate, seed, 1.0, max_len or longest)
+
+
+def story_trace(n: int = 32, rate: float = 2.0, seed: int = 0, sentences: int = 1,
+                max_len: int = 512) -> Trace:
+    """Requests whose prompts are story openings, for the trained TinyLM to continue.
+
+    Each prompt is <SOS> plus the first `sentences` sentences of a held-out story
+    (course_lib.stories). `output_len` is the length that story's own ending
+    really has, in tokens (its remaining bytes and <EOS>):
+
+      * serve it with eos_id=None and every request runs exactly that long, as
+        serving benchmarks replay a trace;
+      * serve it with eos_id=EOS (`requests_from_trace(trace, eos_id=EOS)`) and
+        the MODEL decides: each request stops on its own <EOS>, which the server
+        learns only when it happens. Give it room with `max_new_tokens` larger
+        than the trace's length (see `Trace.meta["room"]`).
+    """
+    from course_lib.stories import heldout
+    from course_lib.tokenizer import SOS
+
+    n = _check_int(n, "n", 1, 100_000)
+    rate = _check_rate(rate)
+    seed = _check_int(seed, "seed", 0, 10**9)
+    sentences = _check_int(sentences, "sentences", 1, 3)
+    max_len = _check_int(max_len, "max_len", 64)
+    rng = np.random.default_rng(seed)
+    arrivals = poisson_arrivals(n, rate, rng)
+    requests = []
+    for i, s in enumerate(heldout(n, offset=seed * 100_000)):
+        opening = s.opening(sentences)
+        prompt = (SOS,) + tuple(opening.encode("utf-8"))
+        rest = s.text[len(opening):].encode("utf-8") if len(s.sentences) > sentences else b""
+        output = len(rest) + 1                                  # its bytes, then <EOS>
+        if len(prompt) + output > max_len:
+            output = max_len - len(prompt)
+        requests.append(Request(i, float(arrivals[i]), prompt, max(1, output)))
+    room = max_len - max(len(r.prompt) for r in requests)
+    return Trace("stories", requests, rate, seed, 1.0, max_len, None, {"sentences": sentences, "room": room})

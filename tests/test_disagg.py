@@ -21,7 +21,7 @@ from course_lib.model import TinyLMConfig, build_model
 
 CFG = TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=96)
-MODEL = build_model(CFG, seed=5, dtype=torch.float64)
+MODEL = build_model(CFG, seed=5, dtype=torch.float64, weights="random")
 _SOLO: dict = {}
 STATS = {"runs": 0, "decode_preempted": 0}
 
@@ -143,7 +143,7 @@ def test_pipeline_gives_solo_tokens_and_decode_steps_hold_no_prompt():
 def test_interference_disappears():
     """A long prompt in a co-located prefill-first engine stalls the streams; on the decode engine it cannot."""
     trace = [([66] * 3, 20, 0.0), ([67] * 3, 20, 0.0), ([68] * 80, 2, 0.05)]
-    from course_lib.engine.engine import CostModelClock
+    from course_lib.engine.clock import CostModelClock
     clock = CostModelClock(fixed=0.01, per_token=0.001, per_seq=0.0)
     co = serve_colocated(MODEL, reqs_from(trace), policy="prefill-first", max_tokens_per_step=128, clock=clock)
     dis = serve_disaggregated(MODEL, reqs_from(trace), clock=clock, prefill_limits=(4, 128), decode_limits=(4, 128))

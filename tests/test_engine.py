@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.engine import (BatchedDecodeContext, CostModelClock, Engine, PaddedStepContext, Request, Sampler, State, max_gap, serve,
+from course_lib.engine import (CostModelClock, Engine, Request, Sampler, State, max_gap, serve,
                                table, ttft_tpot)
 from course_lib.generate import generate
+from course_lib.kv.contexts import BatchedDecodeContext, PaddedStepContext
 from course_lib.kv.reference import ReferenceKVStore
 from course_lib.model import TinyLMConfig, build_model
 from course_lib.tokenizer import EOS
@@ -26,7 +27,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def model32():
-    model = build_model(CFG, seed=5)
+    model = build_model(CFG, seed=5, weights="random")
     with torch.no_grad():                      # larger weights: logits far from uniform, so a mismatch shows
         for p in model.parameters():
             if p.dim() == 2:
@@ -36,7 +37,7 @@ def model32():
 
 @pytest.fixture(scope="module")
 def model64():
-    return build_model(CFG, seed=5, dtype=torch.float64)
+    return build_model(CFG, seed=5, dtype=torch.float64, weights="random")
 
 
 def trace(n=6, seed=0):

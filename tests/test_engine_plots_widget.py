@@ -13,7 +13,7 @@ from course_lib.widgets.batching import batching_panel, make_requests, request_t
 
 CFG = TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=128)
-MODEL = build_model(CFG, seed=2)
+MODEL = build_model(CFG, seed=2, weights="random")
 
 
 @pytest.fixture(autouse=True, scope="module")

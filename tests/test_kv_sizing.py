@@ -30,7 +30,7 @@ def test_from_a_hugging_face_style_config():
 
 def test_tinylm_formula_matches_the_bytes_the_arena_really_takes():
     cfg = TinyLMConfig()
-    model = build_model(cfg)
+    model = build_model(cfg, weights="random")
     store = ContiguousKVStore.for_model(model, capacity=100)
     real = store.arena.numel() * store.arena.element_size() // store.capacity
     assert tinylm_shape(cfg).bytes_per_token == real == store.bytes_per_token == cfg.kv_bytes_per_token(4)

@@ -33,9 +33,9 @@ def test_seeded_build_is_reproducible_and_does_not_touch_global_rng():
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    a = build_model(TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1), seed=5)
+    a = build_model(TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1), seed=5, weights="random")
     after = torch.rand(1)
-    b = build_model(TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1), seed=5)
+    b = build_model(TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1), seed=5, weights="random")
     assert torch.equal(before, after)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
 

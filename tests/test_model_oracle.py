@@ -35,7 +35,7 @@ def hf_twin(model):
 def pair():
     cfg = TinyLMConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                        num_key_value_heads=2, max_position_embeddings=128)
-    model = build_model(cfg, seed=3)
+    model = build_model(cfg, seed=3, weights="random")
     # std 0.02 weights give near-uniform logits; scale up so a mismatch would be visible
     with torch.no_grad():
         for p in model.parameters():

@@ -32,7 +32,7 @@ def model64():
     attention really depends on the context: a wrong key or value changes its tokens."""
     cfg = TinyLMConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                        num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.3)
-    return build_model(cfg, seed=1, dtype=torch.float64)
+    return build_model(cfg, seed=1, dtype=torch.float64, weights="random")
 
 
 class Recorder:

@@ -27,7 +27,7 @@ from course_lib.model import TinyLMConfig, build_model
 
 CFG = TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=64)
-MODEL = build_model(CFG, seed=3, dtype=torch.float64)
+MODEL = build_model(CFG, seed=3, dtype=torch.float64, weights="random")
 _SOLO: dict = {}
 STATS = {"runs": 0, "priority_preempted": 0, "memory_preempted": 0}
 

@@ -71,7 +71,7 @@ def test_replay_also_drives_the_reference_store_with_preemption():
 
 @torch.no_grad()
 def test_model_mode_tokens_match_solo_generation_and_the_reference_store():
-    model = build_model(seed=0)
+    model = build_model(seed=0, weights="random")
     trace = sharegpt_like(5, rate=40.0, seed=3, scale=0.0625)
     a = replay(trace, ContiguousKVStore.for_model(model, capacity=200, reservation="pow2"), model=model)
     b = replay(trace, ReferenceKVStore.for_model(model), model=model)

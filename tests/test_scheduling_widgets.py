@@ -15,7 +15,7 @@ from course_lib.plots import scheduling as plots
 from course_lib.widgets.scheduling import incident_panel, run_scheduling, scheduling_panel
 
 MODEL = build_model(TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=2, max_position_embeddings=512))
+                                 num_key_value_heads=2, max_position_embeddings=512), weights="random")
 
 
 @pytest.fixture(autouse=True, scope="module")
