@@ -15,7 +15,7 @@ heads, 2 key/value heads, head_dim 32, fp32; 16-token blocks):
                       scaled_dot_product_attention call (a key mask if lengths differ)
     padded batch      per-sequence (L_i, nkv, hd) tensors (an exact-size store):
                       every step stacks them into a padded batch + mask, then SDPA
-                      (the engine's BatchedDecodeContext)
+                      (kv/contexts.py's BatchedDecodeContext)
     paged (readable)  blocks scattered in a pool; copy each sequence's blocks out,
                       then SDPA (course_lib.paged_attention.paged_attention_gather)
     paged (fast)      the C kernel that reads every block where it lies

@@ -25,241 +25,32 @@ Time comes from a clock: 'measured' (each step takes the wall time it really
 took; idle gaps jump to the next arrival), 'steps' (each step is 1 unit:
 arrivals are given in steps, fully deterministic), or a CostModelClock.
 Every step records its wall time and phase times either way.
+
+The parts it calls live beside it: engine/scheduler.py (who runs, and KV
+reservation), engine/clock.py (the clocks), engine/sample.py (the sampler),
+kv/contexts.py (the padded and batched-decode attention contexts, for any store).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
-from course_lib.attention import causal_mask, padded_causal_mask, sdpa_attention
 from course_lib.device import synchronize
+from course_lib.engine.clock import make_clock
 from course_lib.engine.metrics import EngineResult, StepRecord
 from course_lib.engine.request import Request, State
+from course_lib.engine.sample import Sampler
 from course_lib.engine.scheduler import Limits, Policy, Scheduler
-from course_lib.kv.base import KVStore, StepContext
+from course_lib.kv.base import KVStore
+from course_lib.kv.contexts import BatchedDecodeContext, PaddedStepContext
 from course_lib.kv.reference import ReferenceKVStore
-from course_lib.tokenizer import PAD
 
 STEP_MODES = ("packed", "padded")
 ATTENTION = ("auto", "store", "batched")
-
-
-# ---- clocks -----------------------------------------------------------------
-class MeasuredClock:
-    """A step lasts as long as it really took (seconds)."""
-
-    name, unit = "measured", "s"
-
-    def cost(self, wall_s: float, num_tokens: int, num_seqs: int) -> float:
-        return wall_s
-
-
-class StepClock:
-    """Every step lasts one unit: times and arrivals are counted in steps."""
-
-    name, unit = "steps", "step"
-
-    def cost(self, wall_s: float, num_tokens: int, num_seqs: int) -> float:
-        return 1.0
-
-
-class CostModelClock:
-    """A deterministic stand-in for a GPU: fixed + per_token * tokens + per_seq * sequences (seconds)."""
-
-    name, unit = "cost-model", "s"
-
-    def __init__(self, fixed: float = 5e-3, per_token: float = 2e-5, per_seq: float = 1e-5):
-        for name, value in (("fixed", fixed), ("per_token", per_token), ("per_seq", per_seq)):
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name}: must be a number >= 0; got {value!r}")
-        self.fixed, self.per_token, self.per_seq = fixed, per_token, per_seq
-
-    def cost(self, wall_s: float, num_tokens: int, num_seqs: int) -> float:
-        return self.fixed + self.per_token * num_tokens + self.per_seq * num_seqs
-
-    @classmethod
-    def fit(cls, steps) -> "CostModelClock":
-        """The cost model that best explains measured steps (StepRecords): a least-squares
-        fit of wall_s to fixed + per_token * tokens + per_seq * sequences, every coefficient
-        >= 0, refitted once without the steps a busy machine slowed down (residual above
-        3x the median). A clock with this model charges each step what a step of its size
-        costs on this machine, without the hiccups of one particular run."""
-        rows = [(1.0, float(s.num_tokens), float(len(s.items)), s.wall_s) for s in steps]
-        if len(rows) < 3:
-            raise ValueError(f"steps: need at least 3 measured steps to fit; got {len(rows)}")
-        data = torch.tensor(rows, dtype=torch.float64)                       # (S, 4)
-        keep = torch.ones(len(rows), dtype=torch.bool)
-        for _ in range(2):
-            X, y = data[keep, :3], data[keep, 3:]                            # (S, 3), (S, 1)
-            best = None
-            for cols in ([0, 1, 2], [0, 1], [0, 2], [1, 2], [0], [1], [2]):  # non-negative least squares, 3 unknowns
-                coef = torch.linalg.lstsq(X[:, cols], y).solution[:, 0]
-                if (coef < 0).any():
-                    continue
-                full = torch.zeros(3, dtype=torch.float64)
-                full[cols] = coef
-                err = float(((X @ full[:, None] - y) ** 2).sum())
-                if best is None or err < best[0]:
-                    best = (err, full)
-            coef = best[1]
-            resid = (data[:, :3] @ coef - data[:, 3]).abs()                  # (S,)
-            keep = resid <= 3 * resid.median() + 1e-12
-        return cls(*(float(c) for c in coef))
-
-    def __repr__(self) -> str:
-        return (f"CostModelClock(fixed={self.fixed * 1e3:.3g} ms, per_token={self.per_token * 1e6:.3g} µs, "
-                f"per_seq={self.per_seq * 1e6:.3g} µs)")
-
-
-CLOCKS = {"measured": MeasuredClock, "steps": StepClock}
-
-
-def make_clock(clock) -> object:
-    if isinstance(clock, str):
-        if clock not in CLOCKS:
-            raise ValueError(f"clock: must be one of {', '.join(CLOCKS)} or a clock object; got {clock!r}")
-        return CLOCKS[clock]()
-    if not hasattr(clock, "cost"):
-        raise ValueError(f"clock: must be one of {', '.join(CLOCKS)} or have a cost(...) method; got {clock!r}")
-    return clock
-
-
-# ---- sampling ---------------------------------------------------------------
-class Sampler:
-    """Turns each finished row of logits into a token.
-
-    Greedy (argmax) for temperature 0, the default. A request with
-    temperature > 0 samples from softmax(logits / temperature) with its OWN
-    generator seeded by `request.seed`: its tokens do not depend on which
-    other requests share its steps, so every policy gives the same text.
-    Replace it with any callable (requests, logits (S, V)) -> list[int].
-    """
-
-    def __init__(self):
-        self._generators: dict[int, torch.Generator] = {}
-
-    def __call__(self, requests: Sequence[Request], logits: torch.Tensor) -> list[int]:
-        greedy = logits.argmax(-1).tolist()                                  # (S,)
-        out = []
-        for i, r in enumerate(requests):
-            if r.temperature == 0:
-                out.append(greedy[i])
-                continue
-            gen = self._generators.get(r.rid)
-            if gen is None:
-                gen = self._generators[r.rid] = torch.Generator().manual_seed(int(r.seed))
-            probs = torch.softmax(logits[i].double().cpu() / r.temperature, dim=-1)   # (V,)
-            out.append(int(torch.multinomial(probs, 1, generator=gen)))
-        return out
-
-    def hand_over(self, rid: int, to: "Sampler") -> None:
-        """Move request `rid`'s random stream to another sampler (a request that moves to
-        another engine goes on drawing the same random numbers). No stream yet: nothing moves."""
-        gen = self._generators.pop(rid, None)
-        if gen is not None:
-            to._generators[rid] = gen
-
-
-# ---- the padded step --------------------------------------------------------
-class PaddedStepContext:
-    """Attention for a padded (B, T) step over any KV store.
-
-    rows: (seq_id or None, n_new) per row; row b's new tokens sit in its LAST
-    n_new columns. Each layer writes the new k, v into the store, gathers
-    every row's keys into one (B, nkv, Lk, hd) tensor (left-padded), and runs
-    ONE attention call with a padding-aware causal mask.
-    """
-
-    def __init__(self, store: KVStore, rows: list[tuple[int | None, int]], T: int):
-        self.store, self.rows, self.T = store, rows, T
-        self.starts = [store.num_cached(s) if s is not None and n > 0 else 0 for s, n in rows]
-        self.lengths = [st + n for st, (_, n) in zip(self.starts, rows)]     # keys each row attends to
-        self.Lk = max(max(self.lengths, default=1), T)
-
-    def inputs(self, new_tokens: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T) input ids (<pad> on the left) and (B, T) positions (0 on padding)."""
-        B, T = len(self.rows), self.T
-        ids = torch.full((B, T), PAD, dtype=torch.long)
-        pos = torch.zeros((B, T), dtype=torch.long)
-        for b, (toks, start) in enumerate(zip(new_tokens, self.starts)):
-            n = len(toks)
-            if n:
-                ids[b, T - n:] = torch.tensor(toks)
-                pos[b, T - n:] = torch.arange(start, start + n)
-        return ids.to(device), pos.to(device)
-
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q (B, T, nh, hd); k, v (B, T, nkv, hd) -> (B, T, nh, hd)."""
-        B, T, nkv, hd = k.shape
-        K = k.new_zeros(B, nkv, self.Lk, hd)                                 # (B, nkv, Lk, hd)
-        V = v.new_zeros(B, nkv, self.Lk, hd)
-        key_mask = torch.zeros(B, self.Lk, dtype=torch.bool, device=q.device)  # (B, Lk) real keys
-        for b, ((seq_id, n), start, L) in enumerate(zip(self.rows, self.starts, self.lengths)):
-            if seq_id is None or n == 0:
-                continue                                                     # an all-padding row
-            self.store.write(layer, seq_id, start, k[b, T - n:], v[b, T - n:])
-            Kb, Vb = self.store.read(layer, seq_id, L)                       # (L, nkv, hd)
-            K[b, :, self.Lk - L:] = Kb.transpose(0, 1)
-            V[b, :, self.Lk - L:] = Vb.transpose(0, 1)
-            key_mask[b, self.Lk - L:] = True
-        mask = padded_causal_mask(key_mask, T)                               # (B, 1, T, Lk)
-        out = sdpa_attention(q.transpose(1, 2), K, V, mask)                  # (B, nh, T, hd)
-        return out.transpose(1, 2)                                           # (B, T, nh, hd)
-
-    def commit(self) -> None:
-        for (seq_id, n), start in zip(self.rows, self.starts):
-            if seq_id is not None and n > 0:
-                self.store.cached[seq_id] = start + n
-
-
-# ---- the packed step, decodes batched ------------------------------------------
-class BatchedDecodeContext(StepContext):
-    """The packed step of `StepContext`, faster: every decoding sequence (one new
-    token) attends in ONE attention call instead of one call each.
-
-    The per-sequence loop of the base context is the readable path; on a CPU
-    its many tiny calls dominate a decode step. Here each sequence's new k, v
-    are still written through the store (any store), then the decoders' keys
-    are gathered into one padded (S, nkv, Lmax, hd) tensor with a key mask,
-    which is what a GPU decode kernel does without the padding. Prefill chunks
-    (several new tokens) keep the per-sequence path. Same contract, same result
-    (tests check 1e-5 in fp32).
-    """
-
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q (1, N, nh, hd); k, v (1, N, nkv, hd) -> (1, N, nh, hd)."""
-        out = torch.empty_like(q)
-        dec_idx, dec_rows, offset = [], [], 0
-        for (seq_id, n), start in zip(self.batch, self.starts):
-            sl = slice(offset, offset + n)
-            self.store.write(layer, seq_id, start, k[0, sl], v[0, sl])
-            if n == 1:
-                dec_idx.append(offset)
-                dec_rows.append((seq_id, start + 1))
-            else:                                                                 # a prefill chunk
-                K, V = self.store.read(layer, seq_id, start + n)                  # (L, nkv, hd)
-                mask = causal_mask(n, start + n, q.device)                        # (n, L)
-                o = sdpa_attention(q[0, sl].transpose(0, 1)[None], K.transpose(0, 1)[None],
-                                   V.transpose(0, 1)[None], mask)                 # (1, nh, n, hd)
-                out[0, sl] = o[0].transpose(0, 1)
-            offset += n
-        if dec_rows:
-            keys, values = zip(*(self.store.read(layer, seq_id, L) for seq_id, L in dec_rows))   # each (L, nkv, hd)
-            K = pad_sequence(keys, batch_first=True).transpose(1, 2)             # (S, nkv, Lmax, hd), right-padded
-            V = pad_sequence(values, batch_first=True).transpose(1, 2)
-            lengths = torch.tensor([L for _, L in dec_rows], device=q.device)
-            key_mask = torch.arange(K.shape[2], device=q.device) < lengths[:, None]   # (S, Lmax) real keys
-            key_mask = key_mask[:, None, None, :]                                 # (S, 1, 1, Lmax)
-            idx = torch.tensor(dec_idx, device=q.device)
-            qd = q[0, idx][:, :, None]                                            # (S, nh, 1, hd)
-            o = sdpa_attention(qd, K, V, key_mask)                                # (S, nh, 1, hd)
-            out[0, idx] = o[:, :, 0]                                              # (S, nh, hd)
-        return out
 
 
 # ---- the engine -------------------------------------------------------------

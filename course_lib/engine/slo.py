@@ -180,7 +180,7 @@ GPU_LIKE = {"fixed": 0.010, "per_token": 0.00025, "per_seq": 0.0001}
 
 def gpu_like_clock():
     """CostModelClock(fixed=10 ms, per_token=0.25 ms, per_seq=0.1 ms): deterministic latencies."""
-    from course_lib.engine.engine import CostModelClock
+    from course_lib.engine.clock import CostModelClock
     return CostModelClock(**GPU_LIKE)
 
 

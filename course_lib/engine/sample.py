@@ -1,0 +1,44 @@
+"""The sampler: the last step of an iteration, logits to tokens."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from course_lib.engine.request import Request
+
+
+class Sampler:
+    """Turns each finished row of logits into a token.
+
+    Greedy (argmax) for temperature 0, the default. A request with
+    temperature > 0 samples from softmax(logits / temperature) with its OWN
+    generator seeded by `request.seed`: its tokens do not depend on which
+    other requests share its steps, so every policy gives the same text.
+    Replace it with any callable (requests, logits (S, V)) -> list[int].
+    """
+
+    def __init__(self):
+        self._generators: dict[int, torch.Generator] = {}
+
+    def __call__(self, requests: Sequence[Request], logits: torch.Tensor) -> list[int]:
+        greedy = logits.argmax(-1).tolist()                                  # (S,)
+        out = []
+        for i, r in enumerate(requests):
+            if r.temperature == 0:
+                out.append(greedy[i])
+                continue
+            gen = self._generators.get(r.rid)
+            if gen is None:
+                gen = self._generators[r.rid] = torch.Generator().manual_seed(int(r.seed))
+            probs = torch.softmax(logits[i].double().cpu() / r.temperature, dim=-1)   # (V,)
+            out.append(int(torch.multinomial(probs, 1, generator=gen)))
+        return out
+
+    def hand_over(self, rid: int, to: "Sampler") -> None:
+        """Move request `rid`'s random stream to another sampler (a request that moves to
+        another engine goes on drawing the same random numbers). No stream yet: nothing moves."""
+        gen = self._generators.pop(rid, None)
+        if gen is not None:
+            to._generators[rid] = gen
