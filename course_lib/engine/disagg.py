@@ -49,6 +49,7 @@ from course_lib.engine.metrics import EngineResult
 from course_lib.engine.request import Request
 from course_lib.engine.scheduler import Scheduler
 from course_lib.kv.base import KVAllocationError, KVStore
+from course_lib.kv.paged import PagedKVStore
 
 # Nominal peak bandwidths (bytes per second, one direction) of common links, from the vendors' data sheets.
 # Real transfers reach less; use them for what-if analysis, not as measurements.
@@ -116,15 +117,9 @@ class KVPacket:
         return self.data.numel() * self.data.element_size()
 
 
-def _paged(store) -> bool:
-    return hasattr(store, "block_table") and hasattr(store, "pool") and hasattr(store, "block_size")
-
-
 def blocks_compatible(src: KVStore, dst: KVStore | None) -> bool:
     """Can whole blocks be copied from src's pool into dst's (same paged layout)?"""
-    return (dst is not None and _paged(src) and _paged(dst) and src.block_size == dst.block_size
-            and src.pool.shape[0] == dst.pool.shape[0] and src.pool.shape[-1] == dst.pool.shape[-1]
-            and src.pool.dtype == dst.pool.dtype)
+    return isinstance(src, PagedKVStore) and src.same_block_layout(dst)
 
 
 def export_kv(store: KVStore, seq_id: int, n_tokens: int, like: KVStore | None = None) -> KVPacket:
@@ -137,17 +132,10 @@ def export_kv(store: KVStore, seq_id: int, n_tokens: int, like: KVStore | None =
     synchronize(store.device)
     t0 = time.perf_counter()
     if blocks_compatible(store, like):
-        bs = store.block_size
-        table = store.block_table(seq_id)[: -(-n_tokens // bs)]
-        ids = torch.tensor(table, dtype=torch.long, device=store.device)
-        data = store.pool[:, :, ids]                                           # (layers, 2, n_blocks, block_numel) copy
-        form, block_size = "blocks", bs
+        data = store.export_blocks(seq_id, n_tokens)                           # (layers, 2, n_blocks, block_numel)
+        form, block_size = "blocks", store.block_size
     else:
-        layers = []
-        for layer in range(store.num_layers):
-            K, V = store.read(layer, seq_id, n_tokens)                          # (n, nkv, hd) each
-            layers.append(torch.stack([K, V]))                                  # (2, n, nkv, hd) copy
-        data = torch.stack(layers)                                              # (layers, 2, n, nkv, hd)
+        data = store.export_tokens(seq_id, n_tokens)                           # (layers, 2, n, nkv, hd)
         form, block_size = "tokens", 1
     synchronize(store.device)
     return KVPacket(seq_id, n_tokens, form, data, block_size, time.perf_counter() - t0)
@@ -171,16 +159,10 @@ def import_kv(store: KVStore, seq_id: int, tokens: Sequence[int], max_len: int, 
     hit = min(hit, n)
     synchronize(store.device)
     t0 = time.perf_counter()
-    if packet.form == "blocks" and _paged(store) and store.block_size == packet.block_size:
-        bs = store.block_size
-        first = hit // bs                                    # blocks the store already holds (prefix-cache hit)
-        table = store.block_table(seq_id)[first: -(-n // bs)]
-        ids = torch.tensor(table, dtype=torch.long, device=store.device)
-        store.pool[:, :, ids] = packet.data[:, :, first:first + len(table)].to(store.device)   # (layers, 2, nb, numel)
+    if packet.form == "blocks" and isinstance(store, PagedKVStore) and store.block_size == packet.block_size:
+        store.import_blocks(seq_id, packet.data, first=hit // store.block_size)   # skip blocks a prefix-cache hit holds
     elif packet.form == "tokens":
-        for layer in range(store.num_layers):
-            kv = packet.data[layer].to(store.device)                             # (2, n, nkv, hd)
-            store.write(layer, seq_id, hit, kv[0, hit:n], kv[1, hit:n])
+        store.import_tokens(seq_id, hit, packet.data)
     else:
         store.free(seq_id)
         raise ValueError("packet: whole blocks can only go into a paged store with the same block size")
@@ -259,25 +241,6 @@ class _ReceivingScheduler(Scheduler):
         del self.inbox[req.rid]
         self.on_admitted(req, self.now, copy_s)
         return packet.n_tokens
-
-
-def _copy_state(dst: Request, src: Request) -> None:
-    for name in ("state", "finish_reason", "num_computed", "swapped", "slot", "admitted_time", "first_token_time",
-                 "first_token_step", "finish_time", "finish_step", "num_preemptions", "cached_prompt_tokens"):
-        setattr(dst, name, getattr(src, name))
-    dst.output = list(src.output)
-    dst.token_times, dst.token_steps = list(src.token_times), list(src.token_steps)
-
-
-def _fresh(req: Request) -> Request:
-    """A copy of req's inputs of the same class (keeps PriorityRequest fields)."""
-    try:
-        from course_lib.engine.priority import PriorityRequest, tag
-        if isinstance(req, PriorityRequest):
-            return tag(req)
-    except ImportError:  # pragma: no cover
-        pass
-    return clone_requests([req])[0]
 
 
 @dataclass
@@ -392,8 +355,7 @@ class DisaggregatedServer:
         arrives = sent + self.link.delay(n, packet.nbytes)
         self.handovers[req.rid] = Handover(req.rid, n, packet.form, packet.nbytes,
                                            self.link.link_bytes(n, packet.nbytes), sent, arrives, packet.copy_out_s)
-        nxt = _fresh(orig)
-        nxt.arrival = arrives
+        nxt = orig.clone(arrival=arrives)
         self.decode.submit(nxt)
         nxt.output = list(req.output)                           # the first token travels with the request
         nxt.token_times, nxt.token_steps = list(req.token_times), list(req.token_steps)
@@ -418,9 +380,7 @@ class DisaggregatedServer:
             if r.rid in self._originals:
                 raise ValueError(f"rid: {r.rid} is used by two requests")
             self._originals[r.rid] = r
-            first = _fresh(r)
-            first.max_new_tokens = 1                           # the prefill engine stops after the first token
-            self.prefill.submit(first)
+            self.prefill.submit(r.clone(max_new_tokens=1))     # the prefill engine stops after the first token
         steps = 0
         while max_steps is None or steps < max_steps:
             tp, td = self.prefill.next_event(), self.decode.next_event()
@@ -437,13 +397,13 @@ class DisaggregatedServer:
         merged = []
         for rid in sorted(self._originals):
             orig = self._originals[rid]
-            rec = _fresh(orig)
+            rec = orig.clone()
             p = by_rid_pre[rid]
             d = self._decode_reqs.get(rid)
             if d is None:                                         # never left the prefill engine
-                _copy_state(rec, p)
+                rec.copy_state(p)
             else:
-                _copy_state(rec, d)
+                rec.copy_state(d)
                 rec.admitted_time = p.admitted_time
                 rec.num_preemptions = p.num_preemptions + d.num_preemptions
                 rec.cached_prompt_tokens = p.cached_prompt_tokens + d.cached_prompt_tokens
@@ -472,7 +432,7 @@ def serve_colocated(model, requests: Iterable[Request], replicas: int = 1,
     results = []
     for part in parts:
         store = make_store(model) if make_store is not None else None
-        results.append(Engine(model, store, **engine_kwargs).run([_fresh(r) for r in part]))
+        results.append(Engine(model, store, **engine_kwargs).run(clone_requests(part)))
     merged = sorted((r for res in results for r in res.requests), key=lambda r: r.rid)
     steps = sorted((s for res in results for s in res.steps), key=lambda s: (s.end, s.start))
     config = dict(results[0].config)

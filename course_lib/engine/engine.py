@@ -291,9 +291,8 @@ class Engine:
 
 
 def clone_requests(requests: Iterable[Request]) -> list[Request]:
-    """Fresh copies (inputs only) so the same trace can run under several engines."""
-    return [Request(list(r.prompt), r.max_new_tokens, arrival=r.arrival, priority=r.priority, rid=r.rid,
-                    eos_id=r.eos_id, temperature=r.temperature, seed=r.seed) for r in requests]
+    """Fresh copies (inputs only, `Request.clone`) so the same trace can run under several engines."""
+    return [r.clone() for r in requests]
 
 
 def serve(model, requests: Iterable[Request], **engine_kwargs) -> EngineResult:

@@ -92,16 +92,14 @@ class PriorityRequest(Request):
 
 def tag(req: Request, **fields) -> PriorityRequest:
     """A fresh PriorityRequest with `req`'s inputs (prompt, lengths, arrival, ...) and the
-    given fields (priority, tenant, deadline, expected_output) changed."""
-    base = dict(prompt=list(req.prompt), max_new_tokens=req.max_new_tokens, arrival=req.arrival,
-                priority=req.priority, rid=req.rid, eos_id=req.eos_id, temperature=req.temperature, seed=req.seed,
-                tenant=getattr(req, "tenant", "default"), deadline=getattr(req, "deadline", None),
-                expected_output=getattr(req, "expected_output", None))
-    unknown = set(fields) - set(base)
+    given fields (priority, tenant, deadline, expected_output) changed; a plain Request's
+    scheduling fields take their defaults."""
+    allowed = PriorityRequest.input_names()
+    unknown = set(fields) - set(allowed)
     if unknown:
-        raise ValueError(f"fields: unknown request field(s) {sorted(unknown)}; allowed: {sorted(base)}")
-    base.update(fields)
-    return PriorityRequest(**base)
+        raise ValueError(f"fields: unknown request field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    inputs = {name: value for name, value in req.inputs().items() if name in allowed}
+    return PriorityRequest(**{**inputs, **fields})
 
 
 def clone_tagged(requests: Iterable[Request]) -> list[PriorityRequest]:

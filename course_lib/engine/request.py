@@ -25,7 +25,7 @@ every event also records its step index, so both views are available.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Sequence
 
@@ -135,9 +135,40 @@ class Request:
             return "length"
         return None
 
+    # ---- copies -------------------------------------------------------------
+    @classmethod
+    def input_names(cls) -> list[str]:
+        """The fields a request is created with (prompt, max_new_tokens, arrival, ..., and a
+        subclass's own, e.g. PriorityRequest's tenant): every field but STATE_FIELDS."""
+        return [f.name for f in fields(cls) if f.name not in STATE_FIELDS]
+
+    def inputs(self) -> dict:
+        """This request's inputs (see input_names), the prompt copied."""
+        return {name: list(self.prompt) if name == "prompt" else getattr(self, name) for name in self.input_names()}
+
+    def clone(self, **changes) -> "Request":
+        """A fresh, unstarted copy of this request's inputs, of the same class, so that one
+        trace can run under several engines; `changes` replace inputs, e.g. clone(arrival=3.0)."""
+        inputs = self.inputs()
+        unknown = set(changes) - set(inputs)
+        if unknown:
+            raise ValueError(f"changes: unknown request field(s) {sorted(unknown)}; allowed: {sorted(inputs)}")
+        return type(self)(**{**inputs, **changes})
+
+    def copy_state(self, other: "Request") -> None:
+        """Take `other`'s state and measurements (STATE_FIELDS), lists copied."""
+        for name in STATE_FIELDS:
+            value = getattr(other, name)
+            setattr(self, name, list(value) if isinstance(value, list) else value)
+
     def __repr__(self) -> str:
         return (f"Request(rid={self.rid}, prompt={len(self.prompt)} tok, out={len(self.output)}/{self.max_new_tokens}, "
                 f"state={self.state.value}, computed={self.num_computed})")
+
+
+# Everything from `state` on belongs to the scheduler and engine (state and measurements), never an input.
+_NAMES = [f.name for f in fields(Request)]
+STATE_FIELDS: tuple[str, ...] = tuple(_NAMES[_NAMES.index("state"):])
 
 
 def requests_from_trace(trace, eos_id: int | None = None, time_scale: float = 1.0) -> list[Request]:

@@ -142,6 +142,24 @@ class KVStore(ABC):
     def num_cached(self, seq_id: int) -> int:
         return self.cached.get(seq_id, 0)
 
+    # ---- moving a sequence's K/V to another store (disaggregated serving) ----
+    def export_tokens(self, seq_id: int, n_tokens: int) -> torch.Tensor:
+        """A copy of the first `n_tokens` tokens' keys and values, every layer:
+        (layers, 2, n_tokens, nkv, hd)."""
+        layers = []
+        for layer in range(self.num_layers):
+            K, V = self.read(layer, seq_id, n_tokens)                          # (n, nkv, hd) each
+            layers.append(torch.stack([K, V]))                                  # (2, n, nkv, hd) copy
+        return torch.stack(layers)                                              # (layers, 2, n, nkv, hd)
+
+    def import_tokens(self, seq_id: int, start: int, data: torch.Tensor) -> None:
+        """Write positions start .. n-1 of `data` (layers, 2, n, nkv, hd), as export_tokens
+        made it, into the sequence (its room must be there already: `grow` first)."""
+        n = data.shape[2]
+        for layer in range(self.num_layers):
+            kv = data[layer].to(self.device)                                    # (2, n, nkv, hd)
+            self.write(layer, seq_id, start, kv[0, start:n], kv[1, start:n])
+
     def step_context(self, batch: Sequence[tuple[int, int]]) -> "StepContext":
         """batch: (seq_id, n_new) in the order their new tokens sit in the packed step."""
         return StepContext(self, list(batch))

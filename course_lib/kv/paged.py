@@ -508,6 +508,29 @@ class PagedKVStore(KVStore):
             h, entry = e.hash, e.entry_id
         seq.chain = (h, entry, max(done, full))
 
+    # ---- moving whole blocks to another pool (disaggregated serving) ---------------------------
+    def same_block_layout(self, other) -> bool:
+        """Can whole blocks of this pool be copied into `other`'s? (a paged store with the
+        same block size, layers, block shape and dtype)"""
+        return (isinstance(other, PagedKVStore) and other.block_size == self.block_size
+                and other.pool.shape[0] == self.pool.shape[0] and other.pool.shape[-1] == self.pool.shape[-1]
+                and other.pool.dtype == self.pool.dtype)
+
+    def export_blocks(self, seq_id: int, n_tokens: int) -> torch.Tensor:
+        """A copy of the blocks holding the first `n_tokens` tokens, in table order (the
+        last one partly empty): (layers, 2, n_blocks, block_numel)."""
+        table = self.block_table(seq_id)[: num_blocks_for(n_tokens, self.block_size)]
+        ids = torch.tensor(table, dtype=torch.long, device=self.device)
+        return self.pool[:, :, ids]                                           # (layers, 2, n_blocks, block_numel) copy
+
+    def import_blocks(self, seq_id: int, data: torch.Tensor, first: int = 0) -> None:
+        """Copy blocks first .. of `data` (layers, 2, n_blocks, block_numel), as export_blocks
+        made them, into the sequence's blocks first .. (the first `first` it holds already:
+        a prefix-cache hit). Its blocks must be there already: `grow` first."""
+        table = self.block_table(seq_id)[first: data.shape[2]]
+        ids = torch.tensor(table, dtype=torch.long, device=self.device)
+        self.pool[:, :, ids] = data[:, :, first:first + len(table)].to(self.device)   # (layers, 2, nb, numel)
+
     # ---- preemption by swapping ----------------------------------------------------------------
     def swap_out(self, seq_id: int) -> None:
         """Copy the sequence's blocks to the CPU pool and free them on the device."""
