@@ -32,6 +32,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from course_lib.validate import (BadType, check_choice, check_float, check_int, check_sequence, check_type,
+                                 show)
+
+MAX_REQUESTS = 1_000_000       # no trace holds more requests than this
+MAX_CONTEXT = 1 << 20          # nor a request more tokens than this
+
 
 @dataclass(frozen=True)
 class LengthDist:
@@ -43,6 +49,10 @@ class LengthDist:
     sigma_input: float
     sigma_output: float
     source: str
+
+    def __post_init__(self):
+        for name in ("mean_input", "mean_output", "sigma_input", "sigma_output"):
+            check_float(name, getattr(self, name), 0, lo_open=True)
 
 
 SHAREGPT = LengthDist("ShareGPT", 161.31, 337.99, 1.0, 1.0, "Kwon et al. (vLLM), SOSP 2023, Fig. 11 (means)")
@@ -106,22 +116,15 @@ class Trace:
 
 # ---- validation ------------------------------------------------------------------
 def _check_int(value, name: str, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name}: must be an integer {'in ' if hi is not None else ''}{rng}; got {value!r}")
-    return int(value)
+    return check_int(name, value, lo, hi)
 
 
 def _check_rate(rate) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0 or math.isnan(rate):
-        raise ValueError(f"rate: must be a number > 0 (requests per second; inf = all at once); got {rate!r}")
-    return float(rate)
+    return check_float("rate", rate, 0, lo_open=True, finite=False, note="requests per second; inf = all at once")
 
 
 def _check_scale(scale) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
-        raise ValueError(f"scale: must be a number in (0, 1]; got {scale!r}")
-    return float(scale)
+    return check_float("scale", scale, 0, 1, lo_open=True)
 
 
 # ---- the pieces ------------------------------------------------------------------
@@ -186,13 +189,12 @@ def make_trace(dist: LengthDist | str = "sharegpt", n: int = 200, rate: float = 
     num_prefixes:  how many distinct system prompts requests draw from
     """
     if isinstance(dist, str):
-        if dist.lower() not in DISTS:
-            raise ValueError(f"dist: must be one of {', '.join(DISTS)} or a LengthDist; got {dist!r}")
-        dist = DISTS[dist.lower()]
-    n = _check_int(n, "n", 0)
+        dist = DISTS[check_choice("dist", dist.lower(), DISTS, what="a LengthDist")]
+    check_type("dist", dist, LengthDist, f"one of {', '.join(DISTS)} or a LengthDist")
+    n = _check_int(n, "n", 0, MAX_REQUESTS)
     rate, scale = _check_rate(rate), _check_scale(scale)
     seed = _check_int(seed, "seed", 0)
-    max_len = _check_int(max_len, "max_len", 4)
+    max_len = _check_int(max_len, "max_len", 4, MAX_CONTEXT)
     ctx = max(4, int(round(max_len * scale)))
     shared_prefix = _check_int(shared_prefix, "shared_prefix", 0, ctx - 3)
     num_prefixes = _check_int(num_prefixes, "num_prefixes", 1, 1_000)
@@ -229,13 +231,17 @@ def alpaca_like(n: int = 200, rate: float = 2.0, seed: int = 0, scale: float = 1
 def trace_from_lengths(lengths: Sequence[tuple[int, int]], interval: float = 0.0, seed: int = 0,
                        max_len: int | None = None) -> Trace:
     """A hand-made trace: (prompt_len, output_len) pairs arriving `interval` seconds apart."""
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
-        raise ValueError(f"interval: must be a number >= 0 (seconds); got {interval!r}")
-    rng = np.random.default_rng(seed)
+    interval = check_float("interval", interval, 0, note="seconds")
+    rng = np.random.default_rng(_check_int(seed, "seed", 0))
+    check_int("max_len", max_len, 1, none_ok=True)
     requests = []
-    for i, pair in enumerate(lengths):
+    for i, pair in enumerate(check_sequence("lengths", lengths, max_len=MAX_REQUESTS,
+                                            what="a list of (prompt_len, output_len) pairs")):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise BadType(f"lengths[{i}]: must be a (prompt_len, output_len) pair; got {show(pair)}")
         p, o = pair
-        p, o = _check_int(p, f"lengths[{i}] prompt", 1), _check_int(o, f"lengths[{i}] output", 1)
+        p = _check_int(p, f"lengths[{i}] prompt", 1, MAX_CONTEXT)
+        o = _check_int(o, f"lengths[{i}] output", 1, MAX_CONTEXT)
         requests.append(Request(i, i * float(interval), _random_tokens(rng, p), o))
     longest = max((r.final_len for r in requests), default=1)
     if max_len is not None and longest > max_len:

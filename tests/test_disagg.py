@@ -101,7 +101,11 @@ def test_import_that_does_not_fit_leaves_the_store_unchanged():
     src, _ = filled("reference", 11)
     packet = export_kv(src, 7, 11)
     dst = store("paged", capacity=8)
-    with pytest.raises(KVAllocationError):
+    with pytest.raises(ValueError, match="max_len"):           # longer than the pool can ever hold
+        import_kv(dst, 7, list(range(12)), 16, packet)
+    assert not dst.cached and dst.num_free_blocks() == 2
+    dst = PagedKVStore.for_model(MODEL, capacity=8, block_size=4, max_model_len=16)
+    with pytest.raises(KVAllocationError):                     # allowed in principle, but no room now
         import_kv(dst, 7, list(range(12)), 16, packet)
     assert not dst.cached and dst.num_free_blocks() == 2
     with pytest.raises(ValueError, match="n_tokens"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.engine import (CostModelClock, Engine, Request, Sampler, State, max_gap, serve,
+from course_lib.engine import (CostModelClock, Engine, Rejection, Request, Sampler, State, max_gap, serve,
                                table, ttft_tpot)
 from course_lib.generate import generate
 from course_lib.kv.contexts import BatchedDecodeContext, PaddedStepContext
@@ -259,11 +259,13 @@ def test_request_validation():
 def test_submit_guards(model64):
     eng = Engine(model64, clock="steps")
     eng.submit(Request([1], 2, rid=4))
-    with pytest.raises(ValueError, match="rid"):
-        eng.submit(Request([1], 2, rid=4))
-    with pytest.raises(ValueError, match="Request"):
+    dup = eng.submit(Request([1], 2, rid=4))               # a reused id: rejected on its own, before any work
+    assert dup.state is State.REJECTED and dup.rejection is Rejection.DUPLICATE and "rid: 4" in dup.finish_reason
+    with pytest.raises(TypeError, match="Request"):
         eng.submit(([1], 2))
     res = eng.run()
+    assert [r.state for r in res.requests] == [State.FINISHED, State.REJECTED]
+    assert res.outputs()[4] == res.requests[0].output and len(res.requests[0].output) == 2
     with pytest.raises(ValueError, match="fresh copy"):
         Engine(model64).submit(res.requests[0])
     assert Engine(model64).submit(Request([1], 2)).rid == 0

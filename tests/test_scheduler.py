@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.engine import (ChunkedPrefill, DecodeFirst, Engine, Limits, Plan, Policy, PrefillFirst, Request,
-                               Scheduler, State, StaticBatching, by_priority, make_policy, prefill_share, serve)
+from course_lib.engine import (ChunkedPrefill, DecodeFirst, Engine, Limits, Plan, Policy, PrefillFirst, Rejection,
+                               Request, Scheduler, State, StaticBatching, by_priority, make_policy, prefill_share, serve)
 from course_lib.kv.reference import ReferenceKVStore
 from course_lib.model import TinyLMConfig, build_model
 
@@ -123,9 +123,14 @@ def test_requests_that_can_never_fit_are_rejected_with_a_reason():
     reqs = [Request([65] * 10, 60, rid=0), Request([65] * 40, 5, rid=1), Request([66] * 3, 3, rid=2)]
     res = run(reqs, policy="chunked", kv_capacity=30)
     by = {r.rid: r for r in res.requests}
-    assert by[0].state is State.REJECTED and "context of 64" in by[0].finish_reason
-    assert by[1].state is State.REJECTED and "cannot hold" in by[1].finish_reason
+    for rid in (0, 1):                    # longer than the store can ever hold: rejected before any step
+        assert by[rid].state is State.REJECTED and by[rid].rejection is Rejection.TOO_LONG
+        assert "ReferenceKVStore.capacity=30" in by[rid].finish_reason and not by[rid].output
     assert by[2].state is State.FINISHED
+    res = run(reqs, policy="chunked")
+    by = {r.rid: r for r in res.requests}
+    assert by[0].state is State.REJECTED and "context of 64" in by[0].finish_reason
+    assert by[1].state is by[2].state is State.FINISHED
 
 
 def test_order_key_admits_higher_priority_first():

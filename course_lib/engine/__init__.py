@@ -19,14 +19,14 @@ slo.py        latency percentiles, time between tokens, goodput (lessons 06 and 
 from course_lib.engine.clock import CostModelClock, MeasuredClock, StepClock
 from course_lib.engine.engine import Engine, clone_requests, serve
 from course_lib.engine.metrics import EngineResult, StepRecord, max_gap, table, ttft_tpot
-from course_lib.engine.request import Request, State, requests_from_trace
+from course_lib.engine.request import Rejection, Request, State, requests_from_trace
 from course_lib.engine.sample import Sampler
 from course_lib.engine.scheduler import (POLICIES, ChunkedPrefill, DecodeFirst, FunctionPolicy, Limits, Plan, Policy,
                                          PrefillFirst, Scheduler, StaticBatching, by_priority, fcfs, make_policy,
                                          prefill_share)
 
 __all__ = [
-    "Engine", "Request", "State", "requests_from_trace", "Scheduler", "Limits", "Plan", "Policy", "StaticBatching",
+    "Engine", "Request", "State", "Rejection", "requests_from_trace", "Scheduler", "Limits", "Plan", "Policy", "StaticBatching",
     "PrefillFirst", "DecodeFirst", "ChunkedPrefill", "FunctionPolicy", "POLICIES", "make_policy", "prefill_share",
     "fcfs", "by_priority", "EngineResult", "StepRecord", "ttft_tpot", "max_gap", "table", "Sampler",
     "MeasuredClock", "StepClock", "CostModelClock", "clone_requests",

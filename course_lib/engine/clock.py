@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from course_lib.validate import check_choice, check_float, check_has, check_sequence, fail
+
 
 class MeasuredClock:
     """A step lasts as long as it really took (seconds)."""
@@ -42,10 +44,9 @@ class CostModelClock:
     name, unit = "cost-model", "s"
 
     def __init__(self, fixed: float = 5e-3, per_token: float = 2e-5, per_seq: float = 1e-5):
-        for name, value in (("fixed", fixed), ("per_token", per_token), ("per_seq", per_seq)):
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name}: must be a number >= 0; got {value!r}")
-        self.fixed, self.per_token, self.per_seq = fixed, per_token, per_seq
+        self.fixed = check_float("fixed", fixed, 0, note="seconds per step")
+        self.per_token = check_float("per_token", per_token, 0, note="seconds per token")
+        self.per_seq = check_float("per_seq", per_seq, 0, note="seconds per sequence")
 
     def cost(self, wall_s: float, num_tokens: int, num_seqs: int) -> float:
         return self.fixed + self.per_token * num_tokens + self.per_seq * num_seqs
@@ -57,6 +58,10 @@ class CostModelClock:
         >= 0, refitted once without the steps a busy machine slowed down (residual above
         3x the median). A clock with this model charges each step what a step of its size
         costs on this machine, without the hiccups of one particular run."""
+        steps = check_sequence("steps", steps, what="a list of StepRecords (EngineResult.steps)")
+        for i, s in enumerate(steps):
+            check_has(f"steps[{i}]", s, ("num_tokens", "items", "wall_s"), "a StepRecord")
+            check_float(f"steps[{i}].wall_s", s.wall_s, 0)
         rows = [(1.0, float(s.num_tokens), float(len(s.items)), s.wall_s) for s in steps]
         if len(rows) < 3:
             raise ValueError(f"steps: need at least 3 measured steps to fit; got {len(rows)}")
@@ -89,9 +94,9 @@ CLOCKS = {"measured": MeasuredClock, "steps": StepClock}
 
 def make_clock(clock) -> object:
     if isinstance(clock, str):
-        if clock not in CLOCKS:
-            raise ValueError(f"clock: must be one of {', '.join(CLOCKS)} or a clock object; got {clock!r}")
+        check_choice("clock", clock, CLOCKS, what="a clock object")
         return CLOCKS[clock]()
-    if not hasattr(clock, "cost"):
-        raise ValueError(f"clock: must be one of {', '.join(CLOCKS)} or have a cost(...) method; got {clock!r}")
+    if not callable(getattr(clock, "cost", None)):
+        fail("clock", f"one of {', '.join(CLOCKS)} or an object with a cost(wall_s, tokens, seqs) method", clock,
+             wrong_type=True)
     return clock

@@ -42,12 +42,13 @@ import torch
 from course_lib.device import synchronize
 from course_lib.engine.clock import make_clock
 from course_lib.engine.metrics import EngineResult, StepRecord
-from course_lib.engine.request import Request, State
+from course_lib.engine.request import Rejection, Request, State
 from course_lib.engine.sample import Sampler
 from course_lib.engine.scheduler import Limits, Policy, Scheduler
 from course_lib.kv.base import KVStore
 from course_lib.kv.contexts import BatchedDecodeContext, PaddedStepContext
 from course_lib.kv.reference import ReferenceKVStore
+from course_lib.validate import check_callable, check_choice, check_has, check_type, is_int, is_number
 
 STEP_MODES = ("packed", "padded")
 ATTENTION = ("auto", "store", "batched")
@@ -82,10 +83,12 @@ class Engine:
                  step_mode: str = "packed", clock="measured", sampler: Callable | None = None,
                  order: Callable | None = None, kv_capacity: int | None = None, attention: str = "auto",
                  scheduler: Callable[..., Scheduler] = Scheduler):
-        if step_mode not in STEP_MODES:
-            raise ValueError(f"step_mode: must be one of {', '.join(STEP_MODES)}; got {step_mode!r}")
-        if attention not in ATTENTION:
-            raise ValueError(f"attention: must be one of {', '.join(ATTENTION)}; got {attention!r}")
+        check_has("model", model, ("forward_ctx", "config", "device"), "a TinyLM (anything with forward_ctx and .config)")
+        check_type("store", store, KVStore, "a KVStore (e.g. PagedKVStore.for_model(model, ...))", none_ok=True)
+        check_choice("step_mode", step_mode, STEP_MODES)
+        check_choice("attention", attention, ATTENTION)
+        check_callable("sampler", sampler, "a callable (requests, logits) -> tokens", none_ok=True)
+        check_callable("scheduler", scheduler, "a Scheduler class or factory")
         if store is not None and kv_capacity is not None:
             raise ValueError("kv_capacity: give either a store or a capacity for the default store, not both")
         self.model = model
@@ -102,6 +105,7 @@ class Engine:
         self.requests: list[Request] = []
         self._pending: list[Request] = []      # submitted, not arrived yet (sorted by arrival)
         self._next_rid = 0
+        self._rids: set[int] = set()           # ids of every request submitted so far
 
     @property
     def config(self) -> dict:
@@ -112,31 +116,60 @@ class Engine:
 
     # ---- requests in --------------------------------------------------------
     def submit(self, req: Request) -> Request:
-        """Queue a request; it joins the scheduler when the clock reaches its arrival."""
-        if not isinstance(req, Request):
-            raise ValueError(f"req: must be a Request; got {type(req).__name__}")
+        """Queue a request; it joins the scheduler when the clock reaches its arrival.
+
+        Admission control: a request that can never be served is REJECTED here, before
+        any work, with its kind (`req.rejection`) and reason (`req.finish_reason`) kept
+        in the result; every other request is still served. See `admission_problem`."""
+        check_type("req", req, Request)
         if req.state is not State.WAITING or req.output or req.num_computed:
             raise ValueError(f"req: request {req.rid} has already run; submit a fresh copy (clone_requests)")
         if req.rid is None:
             req.rid = self._next_rid
-        if any(r.rid == req.rid for r in self.requests):
-            raise ValueError(f"rid: {req.rid} is already used by another request")
-        self._next_rid = max(self._next_rid, req.rid + 1)
+        problem = self.admission_problem(req)
         self.requests.append(req)
-        limit = self.model.config.max_position_embeddings
-        store_limit = getattr(self.store, "max_model_len", None)     # a store may cap one sequence's length
-        reason = None
-        if req.max_len > limit:
-            reason = f"the model's context of {limit} tokens"
-        elif isinstance(store_limit, int) and req.max_len > store_limit:
-            reason = f"the KV store's longest sequence ({type(self.store).__name__}.max_model_len={store_limit})"
-        if reason:
-            req.state = State.REJECTED
-            req.finish_reason = f"prompt ({len(req.prompt)}) + max_new_tokens ({req.max_new_tokens}) exceeds {reason}"
+        if is_int(req.rid):
+            self._next_rid = max(self._next_rid, int(req.rid) + 1)
+            self._rids.add(int(req.rid))
+        if problem is not None:
+            req.state, (req.rejection, req.finish_reason) = State.REJECTED, problem
             return req
         self._pending.append(req)
         self._pending.sort(key=lambda r: (r.arrival, r.rid))
         return req
+
+    def longest_request(self) -> tuple[int, str]:
+        """(tokens, what sets it): the longest prompt + max_new_tokens this engine can ever
+        serve, the smaller of the model's context and what its KV store can ever hold."""
+        limit = self.model.config.max_position_embeddings
+        what = f"the model's context of {limit} tokens"
+        store_limit = self.store.longest_sequence()
+        if store_limit is not None and store_limit < limit:
+            name = type(self.store).__name__
+            field = "max_model_len" if store_limit == getattr(self.store, "max_model_len", None) else "capacity"
+            limit, what = store_limit, f"what the KV store can ever hold for one sequence ({name}.{field}={store_limit})"
+        return limit, what
+
+    def admission_problem(self, req: Request) -> tuple[Rejection, str] | None:
+        """Why `req` can never be served by this engine (kind, reason), or None.
+
+        INVALID    a field is out of range: a token id outside the vocabulary (or not an
+                   integer), a NaN or negative arrival, a NaN temperature, a rid that is not
+                   an integer, ...
+        DUPLICATE  its rid is already used by another request of this engine
+        TOO_LONG   prompt + max_new_tokens exceed longest_request()
+        """
+        try:
+            req.validate(self.model.config.vocab_size)
+        except ValueError as exc:                      # BadType is a ValueError too
+            return Rejection.INVALID, str(exc)
+        if req.rid in self._rids:
+            return Rejection.DUPLICATE, f"rid: {req.rid} is already used by another request"
+        limit, what = self.longest_request()
+        if req.max_len > limit:
+            return Rejection.TOO_LONG, (f"prompt ({len(req.prompt)}) + max_new_tokens ({req.max_new_tokens}) "
+                                        f"exceeds {what}")
+        return None
 
     def _arrive(self) -> None:
         while self._pending and self._pending[0].arrival <= self.now:
@@ -208,6 +241,9 @@ class Engine:
         rec.wall_s = t4 - t0
         rec.sample_s = t4 - t3
         rec.duration = self.clock.cost(rec.wall_s, rec.num_tokens, len(work))
+        if not (is_number(rec.duration) and 0 <= rec.duration < math.inf):     # a NaN would stop time: never end
+            raise ValueError(f"clock: {self.clock!r}.cost(...) must return a finite number >= 0; "
+                             f"got {rec.duration!r}")
         self.now = rec.start + rec.duration
         usage = self.store.usage()                      # instrumentation, outside the timed step
         rec.kv_token_states, rec.kv_capacity = usage.token_states, usage.capacity
@@ -286,7 +322,7 @@ class Engine:
         return self.result()
 
     def result(self) -> EngineResult:
-        reqs = sorted(self.requests, key=lambda r: r.rid)
+        reqs = sorted(self.requests, key=lambda r: (0, r.rid, "") if is_int(r.rid) else (1, 0, repr(r.rid)))
         return EngineResult(reqs, list(self.steps), self.config)
 
 

@@ -29,7 +29,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from course_lib.engine.request import Request, State
+from course_lib.engine.request import Rejection, Request, State
+from course_lib.validate import is_int
 
 
 def ttft_tpot(arrival: float, token_times: Sequence[float]) -> tuple[float | None, float | None]:
@@ -109,7 +110,14 @@ class EngineResult:
         return [r for r in self.requests if r.state is State.REJECTED]
 
     def outputs(self) -> dict[int, list[int]]:
-        return {r.rid: list(r.output) for r in self.requests}
+        """{rid: tokens generated} for every request id. A request rejected for reusing an
+        id does not replace the tokens of the request that held it first; one rejected for
+        an id that is not an integer has no entry."""
+        out: dict[int, list[int]] = {}
+        for r in self.requests:
+            if r.rejection is not Rejection.DUPLICATE and is_int(r.rid):
+                out.setdefault(int(r.rid), list(r.output))
+        return out
 
     @property
     def generated_tokens(self) -> int:

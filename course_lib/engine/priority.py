@@ -63,6 +63,10 @@ from course_lib.engine.engine import Engine
 from course_lib.engine.metrics import EngineResult, percentile
 from course_lib.engine.request import Request, State
 from course_lib.engine.scheduler import Limits, Plan, Policy, Scheduler, make_policy
+from course_lib.validate import (check_bool, check_callable, check_choice, check_float, check_has, check_int, check_mapping,
+                                 check_sequence, check_type)
+
+MAX_TRACE = 100_000      # the most requests of one class a hand-made trace holds
 
 
 # ---- requests with the fields scheduling policies read ------------------------------------------
@@ -80,14 +84,11 @@ class PriorityRequest(Request):
     deadline: float | None = None
     expected_output: int | None = None
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.deadline is not None and (not isinstance(self.deadline, (int, float)) or math.isnan(self.deadline)):
-            raise ValueError(f"deadline: must be a number or None; got {self.deadline!r}")
-        if self.expected_output is not None and (isinstance(self.expected_output, bool)
-                                                 or not isinstance(self.expected_output, int)
-                                                 or self.expected_output < 1):
-            raise ValueError(f"expected_output: must be an integer >= 1 or None; got {self.expected_output!r}")
+    def validate(self, vocab_size: int | None = None) -> None:
+        super().validate(vocab_size)
+        check_type("tenant", self.tenant, str, "a tenant name (str)")
+        check_float("deadline", self.deadline, finite=False, none_ok=True, note="a clock time")
+        check_int("expected_output", self.expected_output, 1, none_ok=True)
 
 
 def tag(req: Request, **fields) -> PriorityRequest:
@@ -174,9 +175,7 @@ class Ageing(QueuePolicy):
     name = "ageing"
 
     def __init__(self, rate: float = 0.1):
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < math.inf:
-            raise ValueError(f"rate: must be a number >= 0 (priority per clock unit); got {rate!r}")
-        self.rate = float(rate)
+        self.rate = check_float("rate", rate, 0, note="priority per clock unit")
 
     def effective_priority(self, req: Request, now: float) -> float:
         return req.priority + self.rate * (now - req.arrival)
@@ -200,10 +199,9 @@ class FairShare(QueuePolicy):
     preemptive = False
 
     def __init__(self, weights: dict[str, float] | None = None):
-        weights = dict(weights or {})
+        weights = dict(check_mapping("weights", weights, "a dict {tenant: weight} or None") if weights else {})
         for tenant, w in weights.items():
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
-                raise ValueError(f"weights: each weight must be a number > 0; got {tenant!r}: {w!r}")
+            weights[tenant] = check_float(f"weights[{tenant!r}]", w, 0, lo_open=True)
         self.weights = weights
 
     def service(self) -> dict[str, int]:
@@ -245,13 +243,11 @@ def as_key(queue) -> Callable[[Request, float], Any]:
     Accepts a name from QUEUES, a QueuePolicy, or a callable of one argument
     (req) or two (req, now)."""
     if isinstance(queue, str):
-        if queue not in QUEUES:
-            raise ValueError(f"queue: must be one of {', '.join(QUEUES)}, a QueuePolicy or a callable; got {queue!r}")
-        queue = QUEUES[queue]()
+        queue = QUEUES[check_choice("queue", queue, QUEUES, what="a QueuePolicy or a callable")]()
     if isinstance(queue, QueuePolicy):
         return queue.key
-    if not callable(queue):
-        raise ValueError(f"queue: must be a callable key(req) or key(req, now), or a QueuePolicy; got {queue!r}")
+    check_callable("queue", queue, f"one of {', '.join(QUEUES)}, a callable key(req) or key(req, now), "
+                                   f"or a QueuePolicy")
     try:
         sig = inspect.signature(queue).parameters.values()
         positional = [p for p in sig if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -364,6 +360,7 @@ class PriorityEngine(Engine):
                  **engine_kwargs):
         if "order" in engine_kwargs:
             raise ValueError("order: give a queue policy as `queue=` (PriorityEngine builds the order from it)")
+        preempt = check_bool("preempt", preempt)
         if preempt and isinstance(queue, QueuePolicy) and not queue.preemptive:
             raise ValueError(f"preempt: {queue!r} changes its order while requests run, so preempting by it would "
                              f"thrash; use preempt=False")
@@ -403,11 +400,11 @@ def two_class_trace(n_high: int = 16, n_low: int = 4, high_every: float = 2.0, l
     Times are in the clock's unit (steps with a step clock)."""
     for name, value, lo in (("n_high", n_high, 0), ("n_low", n_low, 0), ("high_prompt", high_prompt, 1),
                             ("high_output", high_output, 1), ("low_prompt", low_prompt, 1), ("low_output", low_output, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise ValueError(f"{name}: must be an integer >= {lo}; got {value!r}")
+        check_int(name, value, lo, MAX_TRACE)
+    check_int("high_priority", high_priority)
+    check_int("seed", seed, 0)
     for name, value in (("high_every", high_every), ("low_at", low_at), ("first_high", first_high)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{name}: must be a number >= 0; got {value!r}")
+        check_float(name, value, 0, note="clock units")
     reqs = []
     for i in range(n_low):
         reqs.append(PriorityRequest(_prompt(i, low_prompt, seed), low_output, arrival=float(low_at), rid=i,
@@ -434,12 +431,11 @@ def mixed_trace(n: int = 24, rate: float = 0.5, interactive_share: float = 0.5, 
     from course_lib.engine.request import requests_from_trace
     from course_lib.workloads import sharegpt_like
 
-    if isinstance(interactive_share, bool) or not isinstance(interactive_share, (int, float)) or not 0 <= interactive_share <= 1:
-        raise ValueError(f"interactive_share: must be a number in [0, 1]; got {interactive_share!r}")
-    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not deadline > 0:
-        raise ValueError(f"deadline: must be a number > 0; got {deadline!r}")
-    if len(tenants) != 2:
-        raise ValueError(f"tenants: give two names (interactive, batch); got {tenants!r}")
+    check_float("interactive_share", interactive_share, 0, 1)
+    check_float("deadline", deadline, 0, lo_open=True)
+    tenants = check_sequence("tenants", tenants, 2, 2, what="two names (interactive, batch)")
+    for i, t in enumerate(tenants):
+        check_type(f"tenants[{i}]", t, str, "a tenant name (str)")
     base = requests_from_trace(sharegpt_like(n=n, rate=rate, seed=seed, scale=scale), time_scale=time_scale)
     rng = np.random.default_rng(seed + 1)
     hot = rng.random(len(base)) < interactive_share
@@ -462,8 +458,9 @@ def deadline_trace(seed: int = 0, n_interactive: int = 24, every: int = 4, deadl
     for name, value, lo in (("seed", seed, 0), ("n_interactive", n_interactive, 0), ("every", every, 1),
                             ("n_batch", n_batch, 0), ("batch_output", batch_output, 1),
                             ("interactive_output", interactive_output, 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise ValueError(f"{name}: must be an integer >= {lo}; got {value!r}")
+        check_int(name, value, lo, None if name == "seed" else MAX_TRACE)
+    check_float("deadline", deadline, 0, lo_open=True)
+    check_float("batch_at", batch_at, 0)
     rng = np.random.default_rng(seed)
     items = [(float(batch_at + 4 * i + int(rng.integers(0, 3))), 0) for i in range(n_batch)]
     t = 0.0
@@ -492,8 +489,8 @@ def wait_time(req: Request) -> float | None:
 def class_report(result, by: str = "priority") -> list[dict]:
     """Per class of requests (grouped by `by`: 'priority' or 'tenant'): how many,
     how many finished, mean/p90/max of queueing delay and TTFT, preemptions, deadline misses."""
-    if by not in ("priority", "tenant"):
-        raise ValueError(f"by: must be 'priority' or 'tenant'; got {by!r}")
+    check_has("result", result, ("requests", "steps"), "an EngineResult")
+    check_choice("by", by, ("priority", "tenant"))
     groups: dict[Any, list[Request]] = {}
     for r in result.requests:
         groups.setdefault(getattr(r, by, None), []).append(r)
@@ -517,6 +514,8 @@ def class_report(result, by: str = "priority") -> list[dict]:
 def starvation(result, priority: int | None = None) -> float:
     """The longest queueing delay (arrival to first admission) among requests of `priority`
     (None: all); never-admitted requests count up to the end of the run."""
+    check_has("result", result, ("requests", "steps"), "an EngineResult")
+    check_int("priority", priority, none_ok=True)
     end = result.steps[-1].end if result.steps else 0.0
     waits = []
     for r in result.requests:

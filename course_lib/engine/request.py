@@ -30,6 +30,7 @@ from enum import Enum
 from typing import Sequence
 
 from course_lib.tokenizer import EOS
+from course_lib.validate import check_float, check_int, check_tokens
 
 
 class State(str, Enum):
@@ -39,6 +40,16 @@ class State(str, Enum):
     RUNNING = "running"      # admitted: holds a batch slot and KV memory
     FINISHED = "finished"    # stopped on <EOS> or max_new_tokens
     REJECTED = "rejected"    # can never run (too long for the model or the KV store)
+
+
+class Rejection(str, Enum):
+    """Why a request was REJECTED (Request.rejection); `finish_reason` says it in words.
+    An engine rejects a request on its own: every other request is still served."""
+
+    INVALID = "invalid"          # a field is not a valid value: a token outside the vocabulary, a NaN arrival, ...
+    DUPLICATE = "duplicate id"   # its rid is already used by another request of the same engine
+    TOO_LONG = "too long"        # prompt + max_new_tokens exceed the model's context or what the KV store can hold
+    NO_MEMORY = "no memory"      # the KV store could not hold it even with nothing else running
 
 
 @dataclass(eq=False)
@@ -72,6 +83,7 @@ class Request:
     swapped: bool = False          # preempted with its KV moved to CPU memory
     slot: int | None = None        # batch slot while admitted (for the timeline)
     finish_reason: str | None = None   # 'eos', 'length', or why it was rejected
+    rejection: Rejection | None = None  # the kind of rejection (None unless REJECTED)
 
     # ---- what happened when (clock time and step index) ---------------------
     admitted_time: float | None = None
@@ -85,15 +97,21 @@ class Request:
     cached_prompt_tokens: int = 0  # prefix-cache hits at (re)admission, summed
 
     def __post_init__(self):
-        self.prompt = list(self.prompt)
-        if not self.prompt:
-            raise ValueError("prompt: must hold at least one token; got an empty prompt")
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens: must be an integer >= 1; got {self.max_new_tokens!r}")
-        if not isinstance(self.arrival, (int, float)) or self.arrival < 0:
-            raise ValueError(f"arrival: must be a number >= 0; got {self.arrival!r}")
-        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
-            raise ValueError(f"temperature: must be a number >= 0; got {self.temperature!r}")
+        self.validate()                    # a bad field fails here, naming it (an engine checks again on submit)
+
+    def validate(self, vocab_size: int | None = None) -> None:
+        """Raise a one-line ValueError/TypeError naming the first field that is not valid:
+        token ids are integers (in [0, vocab_size) when it is given), max_new_tokens an
+        integer >= 1, arrival and temperature finite numbers >= 0, rid an integer or None, ...
+        Normalises the prompt to a list of ints. Subclasses add their own fields."""
+        self.prompt = check_tokens("prompt", self.prompt, vocab_size)
+        check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_float("arrival", self.arrival, 0)
+        check_int("priority", self.priority)
+        check_int("rid", self.rid, none_ok=True, note="the request's id")
+        check_int("eos_id", self.eos_id, 0, None if vocab_size is None else vocab_size - 1, none_ok=True)
+        check_float("temperature", self.temperature, 0, note="0 = greedy")
+        check_int("seed", self.seed, 0, 2**63 - 1)
 
     # ---- derived quantities -------------------------------------------------
     @property
@@ -176,7 +194,6 @@ def requests_from_trace(trace, eos_id: int | None = None, time_scale: float = 1.
     prompt and output_len). The output length becomes max_new_tokens; eos_id=None (the
     default) makes each request stop exactly there, as the trace says. `time_scale`
     multiplies arrivals (e.g. seconds -> steps for a step clock)."""
-    if not isinstance(time_scale, (int, float)) or time_scale < 0:
-        raise ValueError(f"time_scale: must be a number >= 0; got {time_scale!r}")
+    check_float("time_scale", time_scale, 0)
     return [Request(list(t.prompt), int(t.output_len), arrival=float(t.arrival) * time_scale, rid=int(t.id),
                     eos_id=eos_id) for t in trace]

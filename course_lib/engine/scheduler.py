@@ -54,8 +54,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from course_lib.engine.request import Request, State
+from course_lib.engine.request import Rejection, Request, State
 from course_lib.kv.base import KVAllocationError, KVStore
+from course_lib.validate import check_callable, check_choice, check_int, check_type
 
 PREEMPTION_MODES = ("recompute", "swap")
 
@@ -79,9 +80,7 @@ class Limits:
 
     def __post_init__(self):
         for name, hi in (("max_running", 4096), ("max_tokens_per_step", 1 << 20)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
-                raise ValueError(f"{name}: must be an integer in [1, {hi}]; got {value!r}")
+            check_int(name, getattr(self, name), 1, hi)
 
 
 @dataclass
@@ -237,9 +236,7 @@ class FunctionPolicy(Policy):
     name = "function"
 
     def __init__(self, fn: Callable):
-        if not callable(fn):
-            raise ValueError(f"fn: must be callable; got {fn!r}")
-        self.fn = fn
+        self.fn = check_callable("fn", fn, "a function (scheduler) -> Plan")
         self.name = getattr(fn, "__name__", "function")
 
     def plan(self, s: "Scheduler") -> Plan:
@@ -269,9 +266,7 @@ POLICIES: dict[str, Callable[[], Policy]] = {
 def make_policy(policy: str | Policy) -> Policy:
     if isinstance(policy, Policy):
         return policy
-    if policy not in POLICIES:
-        raise ValueError(f"policy: must be one of {', '.join(POLICIES)} or a Policy; got {policy!r}")
-    return POLICIES[policy]()
+    return POLICIES[check_choice("policy", policy, POLICIES, what="a Policy")]()
 
 
 def store_supports(store: KVStore, verb: str) -> bool:
@@ -285,15 +280,15 @@ class Scheduler:
 
     def __init__(self, store: KVStore, policy: str | Policy = "prefill-first", limits: Limits | None = None,
                  preemption: str = "recompute", order: Callable[[Request], Any] | None = None):
-        if preemption not in PREEMPTION_MODES:
-            raise ValueError(f"preemption: must be one of {', '.join(PREEMPTION_MODES)}; got {preemption!r}")
+        check_type("store", store, KVStore)
+        check_choice("preemption", preemption, PREEMPTION_MODES)
+        check_type("limits", limits, Limits, none_ok=True)
         if preemption == "swap":
             missing = [v for v in ("swap_out", "swap_in") if not store_supports(store, v)]
             if missing:
                 raise ValueError(f"preemption: 'swap' needs a store with swap_out and swap_in; "
                                  f"{type(store).__name__} lacks {', '.join(missing)} (use 'recompute')")
-        if order is not None and not callable(order):
-            raise ValueError(f"order: must be a key function Request -> comparable, or None; got {order!r}")
+        check_callable("order", order, "a key function Request -> comparable", none_ok=True)
         self.store, self.policy = store, make_policy(policy)
         self.limits = limits or Limits()
         self.preemption, self.key = preemption, order or fcfs
@@ -334,15 +329,15 @@ class Scheduler:
         req.state = State.WAITING
         self._waiting.append(req)
 
-    def reject(self, req: Request, reason: str) -> None:
-        """Give up on a request that can never run, saying why."""
+    def reject(self, req: Request, reason: str, kind: Rejection = Rejection.NO_MEMORY) -> None:
+        """Give up on a request that can never run, saying why (kind: see request.Rejection)."""
         if req in self._running:
             self._running.remove(req)
             self._release_slot(req)
             self.store.free(req.rid)
         if req in self._waiting:
             self._waiting.remove(req)
-        req.state, req.finish_reason = State.REJECTED, reason
+        req.state, req.finish_reason, req.rejection = State.REJECTED, reason, kind
         self.rejected.append(req)
         self.events.append(("reject", req.rid))
 

@@ -32,6 +32,7 @@ from typing import Iterable, Sequence
 
 from course_lib.engine.metrics import mean, percentile, table
 from course_lib.engine.request import Request, State
+from course_lib.validate import check_choice, check_float, check_has, check_mapping, check_sequence, check_type
 
 PER_REQUEST = ("max", "p99", "p90", "mean")
 QUANTILES = (50, 90, 99)
@@ -52,11 +53,8 @@ class SLO:
 
     def __post_init__(self):
         for name in ("ttft", "tbt"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isnan(value):
-                raise ValueError(f"{name}: must be a number > 0 (clock units); got {value!r}")
-        if self.per_request not in PER_REQUEST:
-            raise ValueError(f"per_request: must be one of {', '.join(PER_REQUEST)}; got {self.per_request!r}")
+            check_float(name, getattr(self, name), 0, lo_open=True, finite=False, note="clock units; inf = no target")
+        check_choice("per_request", self.per_request, PER_REQUEST)
 
 
 def gaps(token_times: Sequence[float]) -> list[float]:
@@ -70,8 +68,7 @@ def ttft_of(req: Request) -> float | None:
 
 def tbt_of(req: Request, per_request: str = "max") -> float | None:
     """One number for a request's stream (None with fewer than two tokens)."""
-    if per_request not in PER_REQUEST:
-        raise ValueError(f"per_request: must be one of {', '.join(PER_REQUEST)}; got {per_request!r}")
+    check_choice("per_request", per_request, PER_REQUEST)
     g = gaps(req.token_times)
     if not g:
         return None
@@ -94,7 +91,9 @@ def meets(req: Request, slo: SLO) -> bool:
 
 def percentiles(xs: Iterable[float], qs: Sequence[float] = QUANTILES) -> dict[str, float]:
     """{'p50': ..., 'p90': ..., 'p99': ...} by nearest rank (nan for no data)."""
-    xs = list(xs)
+    xs = check_sequence("xs", xs, what="a list of numbers")
+    for i, q in enumerate(check_sequence("qs", qs, 1, what="a list of percentiles")):
+        check_float(f"qs[{i}]", q, 0, 100)
     return {f"p{q:g}": percentile(xs, q) for q in qs}
 
 
@@ -136,8 +135,8 @@ class SLOReport:
 def slo_report(result, slo: SLO) -> SLOReport:
     """Percentiles of TTFT (per request) and TBT (every gap, pooled), and goodput,
     for any result with `.requests` (EngineResult, DisaggResult)."""
-    if not isinstance(slo, SLO):
-        raise ValueError(f"slo: must be an SLO(ttft=..., tbt=...); got {slo!r}")
+    check_type("slo", slo, SLO, "an SLO(ttft=..., tbt=...)")
+    check_has("result", result, ("requests",), "an EngineResult or DisaggResult")
     reqs = list(result.requests)
     ttfts = [t for t in map(ttft_of, reqs) if t is not None]
     all_gaps = [g for r in reqs for g in gaps(r.token_times)]
@@ -151,6 +150,8 @@ def slo_report(result, slo: SLO) -> SLOReport:
 
 def compare(results: dict, slo: SLO, scale: float = 1.0, unit: str = "") -> str:
     """A text table: one row per run (label -> result), latencies multiplied by `scale`."""
+    check_mapping("results", results, "a dict {label: result}")
+    check_float("scale", scale, 0, lo_open=True)
     rows = []
     for label, res in results.items():
         rep = slo_report(res, slo)

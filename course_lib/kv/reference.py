@@ -33,7 +33,8 @@ class ReferenceKVStore(KVStore):
             raise KVAllocationError(extra, free, free)
 
     def longest_sequence(self) -> int | None:
-        return self.capacity
+        limits = [n for n in (self.capacity, getattr(self, "max_model_len", None)) if n is not None]
+        return min(limits, default=None)
 
     def _check_new(self, seq_id, tokens, max_len) -> None:
         if seq_id is not None:
