@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from course_lib.engine import Request, State
+from course_lib.engine import Engine, Rejection, Request, State
 from course_lib.engine.disagg import (DisaggregatedServer, Link, blocks_compatible, export_kv, handover_bytes,
                                       import_kv, serve_colocated, serve_disaggregated)
 from course_lib.engine.priority import PriorityRequest
@@ -187,8 +187,32 @@ def test_bad_arguments():
     server.run([Request([65], 2, rid=0)])
     with pytest.raises(ValueError, match="runs once"):
         server.run([Request([65], 2, rid=0)])
-    with pytest.raises(ValueError, match="rid"):
-        DisaggregatedServer(MODEL).run([Request([65], 2)])
+    res = DisaggregatedServer(MODEL).run([Request([65], 2)])        # no rid: the server numbers it
+    assert [r.rid for r in res.requests] == [0] and res.requests[0].state is State.FINISHED
+
+
+def test_admission_rejects_before_any_work_and_serves_the_rest():
+    """A request the decode engine could never hold, a bad field or a reused id is rejected
+    before the prefill engine touches it; the good requests get exactly their solo tokens."""
+    good = [Request([65, 66, 67], 4, rid=0), Request([70, 71], 3, arrival=1.0, rid=1)]
+    too_long = Request([65] * 20, 20, rid=2)                      # 40 tokens; the decode pool holds 32
+    bad_token = Request([65, 66], 3, rid=3)
+    bad_token.prompt[1] = 10**6                                   # past the vocabulary
+    nan_arrival = Request([65], 3, rid=4)
+    nan_arrival.arrival = float("nan")
+    dup = Request([66], 2, rid=0)
+    server = DisaggregatedServer(MODEL, store("paged", capacity=64), store("paged", capacity=32), clock="steps")
+    res = server.run(good + [too_long, bad_token, nan_arrival, dup])
+    by_kind = {r.rejection: r for r in res.rejected}
+    assert set(by_kind) == {Rejection.TOO_LONG, Rejection.INVALID, Rejection.DUPLICATE} and len(res.rejected) == 4
+    assert "PagedKVStore.max_model_len=32" in by_kind[Rejection.TOO_LONG].finish_reason
+    assert {r.rid for r in res.rejected} == {0, 2, 3, 4}
+    assert all(not r.output for r in res.rejected)
+    assert {r.rid for r in res.prefill.requests} == {0, 1}         # the bad ones never reached an engine
+    assert not any(r.rid == 2 for r in res.decode.requests) and len(res.handovers) == 2
+    solo = {r.rid: Engine(MODEL, clock="steps").run([r.clone()]).requests[0].output for r in good}
+    assert {r.rid: r.output for r in res.finished} == solo
+    assert too_long.state is State.WAITING                        # the caller's objects are left as they were
 
 
 prompt_st = st.lists(st.integers(65, 68), min_size=1, max_size=12)

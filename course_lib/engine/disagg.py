@@ -35,6 +35,7 @@ empty); otherwise the tokens' keys and values, layer by layer.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import time
@@ -46,10 +47,11 @@ import torch
 from course_lib.device import synchronize
 from course_lib.engine.engine import Engine, clone_requests
 from course_lib.engine.metrics import EngineResult
-from course_lib.engine.request import Request
+from course_lib.engine.request import Rejection, Request, State
 from course_lib.engine.scheduler import Scheduler
 from course_lib.kv.base import KVAllocationError, KVStore
 from course_lib.kv.paged import PagedKVStore
+from course_lib.validate import check_callable, check_float, check_int, check_sequence, check_type, is_int
 
 # Nominal peak bandwidths (bytes per second, one direction) of common links, from the vendors' data sheets.
 # Real transfers reach less; use them for what-if analysis, not as measurements.
@@ -78,13 +80,10 @@ class Link:
     bytes_per_token: int | None = None
 
     def __post_init__(self):
-        if isinstance(self.bandwidth, bool) or not isinstance(self.bandwidth, (int, float)) or not self.bandwidth > 0:
-            raise ValueError(f"bandwidth: must be a number > 0 (bytes per clock unit; inf = instant); got {self.bandwidth!r}")
-        if isinstance(self.latency, bool) or not isinstance(self.latency, (int, float)) or not 0 <= self.latency < math.inf:
-            raise ValueError(f"latency: must be a number >= 0; got {self.latency!r}")
-        if self.bytes_per_token is not None and (isinstance(self.bytes_per_token, bool)
-                                                 or not isinstance(self.bytes_per_token, int) or self.bytes_per_token < 1):
-            raise ValueError(f"bytes_per_token: must be an integer >= 1 or None; got {self.bytes_per_token!r}")
+        check_float("bandwidth", self.bandwidth, 0, lo_open=True, finite=False,
+                    note="bytes per clock unit; inf = instant")
+        check_float("latency", self.latency, 0, note="clock units")
+        check_int("bytes_per_token", self.bytes_per_token, 1, none_ok=True)
 
     def link_bytes(self, n_tokens: int, real_bytes: int) -> int:
         """Bytes that cross the link for a hand-over of `n_tokens` tokens."""
@@ -127,6 +126,9 @@ def export_kv(store: KVStore, seq_id: int, n_tokens: int, like: KVStore | None =
 
     Whole blocks when `like` (the destination) has the same paged layout; otherwise
     the tokens' K and V of every layer."""
+    check_type("store", store, KVStore)
+    check_int("n_tokens", n_tokens, 1)
+    check_type("like", like, KVStore, none_ok=True)
     if store.num_cached(seq_id) < n_tokens:
         raise ValueError(f"n_tokens: sequence {seq_id} has {store.num_cached(seq_id)} tokens cached; asked for {n_tokens}")
     synchronize(store.device)
@@ -147,6 +149,8 @@ def import_kv(store: KVStore, seq_id: int, tokens: Sequence[int], max_len: int, 
     tokens: the sequence so far (prompt + first token); the packet covers its first
     packet.n_tokens tokens. Raises KVAllocationError (store unchanged) when it does not fit.
     Returns the measured seconds of the copy into the pool."""
+    check_type("store", store, KVStore)
+    check_type("packet", packet, KVPacket, "a KVPacket (from export_kv)")
     n = packet.n_tokens
     if not 1 <= n < len(tokens) + 1:
         raise ValueError(f"packet: covers {n} tokens; the sequence has {len(tokens)}")
@@ -174,13 +178,10 @@ def import_kv(store: KVStore, seq_id: int, tokens: Sequence[int], max_len: int, 
 def handover_bytes(n_tokens: int, bytes_per_token: int, block_size: int | None = None) -> int:
     """Bytes a hand-over of `n_tokens` tokens sends: whole blocks when block_size is given
     (the last block goes partly empty), else exactly the tokens."""
-    for name, value in (("n_tokens", n_tokens), ("bytes_per_token", bytes_per_token)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: must be an integer >= 1; got {value!r}")
-    if block_size is None:
+    check_int("n_tokens", n_tokens, 1)
+    check_int("bytes_per_token", bytes_per_token, 1)
+    if check_int("block_size", block_size, 1, none_ok=True) is None:
         return n_tokens * bytes_per_token
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size: must be an integer >= 1 or None; got {block_size!r}")
     return -(-n_tokens // block_size) * block_size * bytes_per_token
 
 
@@ -318,11 +319,9 @@ class DisaggregatedServer:
                  link: Link | None = None, prefill_policy="prefill-first", decode_policy="decode-first",
                  prefill_limits: tuple[int, int] = (8, 256), decode_limits: tuple[int, int] = (8, 256),
                  clock="measured", preemption: str = "recompute"):
-        if link is not None and not isinstance(link, Link):
-            raise ValueError(f"link: must be a Link or None; got {link!r}")
+        check_type("link", link, Link, "a Link(bandwidth, latency)", none_ok=True)
         for name, lim in (("prefill_limits", prefill_limits), ("decode_limits", decode_limits)):
-            if not isinstance(lim, (tuple, list)) or len(lim) != 2:
-                raise ValueError(f"{name}: must be (max_running, max_tokens_per_step); got {lim!r}")
+            check_sequence(name, lim, 2, 2, what="(max_running, max_tokens_per_step)")
         if prefill_store is not None and prefill_store is decode_store:
             raise ValueError("decode_store: must be a different store from prefill_store (two machines, two pools)")
         self.model, self.link = model, link or Link()
@@ -335,6 +334,7 @@ class DisaggregatedServer:
         self.handovers: dict[int, Handover] = {}
         self._originals: dict[int, Request] = {}
         self._decode_reqs: dict[int, Request] = {}
+        self._rejected: list[Request] = []            # rejected at admission, before any work
         self._ran = False
 
     @property
@@ -374,11 +374,22 @@ class DisaggregatedServer:
         if self._ran:
             raise ValueError("run: a DisaggregatedServer runs once; build a new one for another trace")
         self._ran = True
-        for r in requests:
+        reqs = check_sequence("requests", requests, what="a list of Requests")
+        for i, r in enumerate(reqs):
+            check_type(f"requests[{i}]", r, Request)
+        auto = max((int(r.rid) + 1 for r in reqs if is_int(r.rid)), default=0)
+        for r in reqs:
+            # Admission, before any work: a request the DECODE engine could never hold (prompt +
+            # max_new_tokens past its store or the model's context), a bad field, or a reused id
+            # is rejected here, on its own; the others are served.
+            problem = self.decode.admission_problem(r)
+            if problem is None and r.rid in self._originals:
+                problem = Rejection.DUPLICATE, f"rid: {r.rid} is already used by another request"
+            if problem is not None:
+                self._rejected.append(_rejected_copy(r, *problem))
+                continue
             if r.rid is None:
-                raise ValueError("requests: every request needs a rid for the hand-over")
-            if r.rid in self._originals:
-                raise ValueError(f"rid: {r.rid} is used by two requests")
+                r, auto = r.clone(rid=auto), auto + 1
             self._originals[r.rid] = r
             self.prefill.submit(r.clone(max_new_tokens=1))     # the prefill engine stops after the first token
         steps = 0
@@ -409,8 +420,17 @@ class DisaggregatedServer:
                 rec.cached_prompt_tokens = p.cached_prompt_tokens + d.cached_prompt_tokens
             rec.arrival = orig.arrival
             merged.append(rec)
+        merged += self._rejected
         hand = sorted(self.handovers.values(), key=lambda h: h.rid)
         return DisaggResult(merged, pre, dec, hand, self.config)
+
+
+def _rejected_copy(req: Request, kind: Rejection, reason: str) -> Request:
+    """A copy of `req` (the caller's object stays as it was) marked REJECTED with its reason."""
+    rec = copy.copy(req)
+    rec.output, rec.token_times, rec.token_steps = [], [], []
+    rec.state, rec.rejection, rec.finish_reason = State.REJECTED, kind, reason
+    return rec
 
 
 def serve_disaggregated(model, requests: Iterable[Request], **kwargs) -> DisaggResult:
@@ -425,8 +445,8 @@ def serve_colocated(model, requests: Iterable[Request], replicas: int = 1,
     a disaggregated server that uses two engines.
 
     make_store: model -> a fresh KVStore for each replica (default: the Engine's default)."""
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 64:
-        raise ValueError(f"replicas: must be an integer in [1, 64]; got {replicas!r}")
+    check_int("replicas", replicas, 1, 64)
+    check_callable("make_store", make_store, "a function model -> KVStore", none_ok=True)
     reqs = sorted(requests, key=lambda r: (r.arrival, r.rid))
     parts = [reqs[i::replicas] for i in range(replicas)]
     results = []
