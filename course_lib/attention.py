@@ -91,6 +91,18 @@ def padded_causal_mask(key_mask: torch.Tensor, q_len: int) -> torch.Tensor:
     return causal[None, None] & key_mask[:, None, None, :]
 
 
+def sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """One sequence's new queries over all of its keys (no batch, no padding).
+
+    q:    (n, nh, hd)   the queries of the sequence's LAST n positions
+    k, v: (L, nkv, hd)  the keys and values of all its L positions (L >= n)
+    returns (n, nh, hd); causal: query i sees keys 0 .. L - n + i
+    """
+    mask = causal_mask(q.shape[0], k.shape[0], q.device) if causal else None      # (n, L)
+    out = sdpa_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], mask)
+    return out[0].transpose(0, 1)                                                  # (1, nh, n, hd) -> (n, nh, hd)
+
+
 def _cu_to_list(cu: torch.Tensor | list[int]) -> list[int]:
     cu = [int(x) for x in cu]
     if cu[0] != 0 or any(b < a for a, b in zip(cu, cu[1:])):
@@ -112,14 +124,11 @@ def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q, cu
         raise ValueError(f"cu_q/cu_k: must describe the same number of sequences; got {len(cu_q) - 1} and {len(cu_k) - 1}")
     out = torch.empty_like(q)
     for s in range(len(cu_q) - 1):
-        qs = q[cu_q[s]:cu_q[s + 1]].transpose(0, 1)[None]         # (1, nh, lq, hd)
-        ks = k[cu_k[s]:cu_k[s + 1]].transpose(0, 1)[None]         # (1, nkv, lk, hd)
-        vs = v[cu_k[s]:cu_k[s + 1]].transpose(0, 1)[None]
-        lq, lk = qs.shape[2], ks.shape[2]
-        if lq == 0:
+        if cu_q[s + 1] == cu_q[s]:
             continue
-        mask = causal_mask(lq, lk, q.device) if causal else None
-        out[cu_q[s]:cu_q[s + 1]] = sdpa_attention(qs, ks, vs, mask)[0].transpose(0, 1)
+        qs = q[cu_q[s]:cu_q[s + 1]]                                # (lq, nh, hd)
+        ks, vs = k[cu_k[s]:cu_k[s + 1]], v[cu_k[s]:cu_k[s + 1]]    # (lk, nkv, hd)
+        out[cu_q[s]:cu_q[s + 1]] = sequence_attention(qs, ks, vs, causal)
     return out
 
 

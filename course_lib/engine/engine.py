@@ -27,8 +27,9 @@ arrivals are given in steps, fully deterministic), or a CostModelClock.
 Every step records its wall time and phase times either way.
 
 The parts it calls live beside it: engine/scheduler.py (who runs, and KV
-reservation), engine/clock.py (the clocks), engine/sample.py (the sampler),
-kv/contexts.py (the padded and batched-decode attention contexts, for any store).
+reservation), kv/step.py (one packed model step, the path every caller runs),
+engine/clock.py (the clocks), engine/sample.py (the sampler), kv/contexts.py
+(the padded and batched-decode attention contexts, for any store).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from course_lib.engine.scheduler import Limits, Policy, Scheduler
 from course_lib.kv.base import KVStore
 from course_lib.kv.contexts import BatchedDecodeContext, PaddedStepContext
 from course_lib.kv.reference import ReferenceKVStore
+from course_lib.kv.step import PackedStep
 from course_lib.validate import check_callable, check_choice, check_has, check_type, is_int, is_number
 
 STEP_MODES = ("packed", "padded")
@@ -258,24 +260,16 @@ class Engine:
 
     def _run_packed(self, work):
         self._check_sync(work)
-        batch = [(r.rid, n) for r, n in work]
-        tokens = [t for r, n in work for t in r.all_tokens[r.num_computed:r.num_computed + n]]
-        ids = torch.tensor([tokens], dtype=torch.long, device=self.device)   # (1, N)
-        ctx = BatchedDecodeContext(self.store, batch) if self.attention == "batched" else self.store.step_context(batch)
-        positions = ctx.positions(self.device)                                # (1, N)
+        step = PackedStep(self.model, self.store, [(r.rid, r.all_tokens[r.num_computed:r.num_computed + n])
+                                                   for r, n in work],
+                          context=BatchedDecodeContext if self.attention == "batched" else None)
         synchronize(self.device)
         t2 = time.perf_counter()
-        logits = self.model.forward_ctx(ids, positions, ctx)                  # (1, N, V)
-        ctx.commit()
-        rows, reqs, offset = [], [], 0
-        for r, n in work:
-            offset += n
-            if r.num_computed + n == len(r.all_tokens):                       # reached its end: sample
-                rows.append(offset - 1)
-                reqs.append(r)
-        out = logits[0, rows]                                                 # (S, V)
+        last = step.run()                                                     # (len(work), V)
+        ends = [i for i, (r, n) in enumerate(work) if r.num_computed + n == len(r.all_tokens)]   # reached its end: sample
+        out = last[ends]                                                      # (S, V)
         synchronize(self.device)
-        return out, reqs, len(tokens), t2, time.perf_counter()
+        return out, [work[i][0] for i in ends], step.num_tokens, t2, time.perf_counter()
 
     def _run_padded(self, work):
         self._check_sync(work)

@@ -9,6 +9,13 @@ import torch
 from course_lib.engine.request import Request
 
 
+def sample_token(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> int:
+    """One token drawn from softmax(logits / temperature), logits (V,), with `generator`
+    (on the CPU in float64, so a seed draws the same token whatever the device)."""
+    probs = torch.softmax(logits.double().cpu() / temperature, dim=-1)         # (V,)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
 class Sampler:
     """Turns each finished row of logits into a token.
 
@@ -32,8 +39,7 @@ class Sampler:
             gen = self._generators.get(r.rid)
             if gen is None:
                 gen = self._generators[r.rid] = torch.Generator().manual_seed(int(r.seed))
-            probs = torch.softmax(logits[i].double().cpu() / r.temperature, dim=-1)   # (V,)
-            out.append(int(torch.multinomial(probs, 1, generator=gen)))
+            out.append(sample_token(logits[i], r.temperature, gen))
         return out
 
     def hand_over(self, rid: int, to: "Sampler") -> None:

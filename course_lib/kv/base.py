@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from course_lib.attention import causal_mask, sdpa_attention
+from course_lib.attention import sequence_attention
 from course_lib.device import check_device
 from course_lib.validate import FLOAT_DTYPES, check_dtype, check_has, check_int
 
@@ -191,10 +191,7 @@ class StepContext:
             sl = slice(offset, offset + n)
             self.store.write(layer, seq_id, start, k[0, sl], v[0, sl])
             K, V = self.store.read(layer, seq_id, start + n)                      # (L, nkv, hd)
-            qs = q[0, sl].transpose(0, 1)[None]                                   # (1, nh, n, hd)
-            mask = causal_mask(n, start + n, q.device)                            # (n, L)
-            o = sdpa_attention(qs, K.transpose(0, 1)[None], V.transpose(0, 1)[None], mask)
-            out[0, sl] = o[0].transpose(0, 1)                                     # (n, nh, hd)
+            out[0, sl] = sequence_attention(q[0, sl], K, V)                       # (n, nh, hd)
             offset += n
         return out
 

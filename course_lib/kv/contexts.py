@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from course_lib.attention import causal_mask, padded_causal_mask, sdpa_attention
+from course_lib.attention import padded_causal_mask, sdpa_attention, sequence_attention
 from course_lib.kv.base import KVStore, StepContext
 from course_lib.tokenizer import PAD
 
@@ -101,10 +101,7 @@ class BatchedDecodeContext(StepContext):
                 dec_rows.append((seq_id, start + 1))
             else:                                                                 # a prefill chunk
                 K, V = self.store.read(layer, seq_id, start + n)                  # (L, nkv, hd)
-                mask = causal_mask(n, start + n, q.device)                        # (n, L)
-                o = sdpa_attention(q[0, sl].transpose(0, 1)[None], K.transpose(0, 1)[None],
-                                   V.transpose(0, 1)[None], mask)                 # (1, nh, n, hd)
-                out[0, sl] = o[0].transpose(0, 1)
+                out[0, sl] = sequence_attention(q[0, sl], K, V)                   # (n, nh, hd)
             offset += n
         if dec_rows:
             keys, values = zip(*(self.store.read(layer, seq_id, L) for seq_id, L in dec_rows))   # each (L, nkv, hd)

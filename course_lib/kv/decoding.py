@@ -21,6 +21,7 @@ import torch
 
 from course_lib.device import Timer
 from course_lib.kv.base import KVStore
+from course_lib.kv.step import PackedStep
 
 
 @dataclass
@@ -60,11 +61,8 @@ def greedy_with_store(model, store: KVStore, prompt: Sequence[int], n_new: int, 
     try:
         for _ in range(n_new):
             with Timer(model.device) as t:
-                store.grow(seq_id, store.num_cached(seq_id) + len(feed))
-                ctx = store.step_context([(seq_id, len(feed))])
-                ids = torch.tensor([feed], device=model.device)                   # (1, n)
-                nxt = int(model.forward_ctx(ids, ctx.positions(model.device), ctx)[0, -1].argmax())
-                ctx.commit()
+                last = PackedStep(model, store, [(seq_id, feed)], grow=True).run()   # (1, V)
+                nxt = int(last[0].argmax())
             out.step_ms.append(t.ms)
             out.tokens_processed += len(feed)
             out.tokens.append(nxt)
@@ -91,15 +89,7 @@ def run_packed(model, store: KVStore, prompts: Sequence[Sequence[int]], steps: i
     batch = [(i, len(p)) for i, p in zip(ids_, prompts)]
     rows = []
     for _ in range(steps):
-        for (i, n), s in zip(batch, seqs):
-            store.grow(i, store.num_cached(i) + n)
-        ids = torch.tensor([[t for (i, n), s in zip(batch, seqs) for t in s[len(s) - n:]]],
-                           device=model.device)                                   # (1, N)
-        ctx = store.step_context(batch)
-        logits = model.forward_ctx(ids, ctx.positions(model.device), ctx)         # (1, N, V)
-        ctx.commit()
-        ends = (torch.tensor([n for _, n in batch]).cumsum(0) - 1).to(logits.device)
-        last = logits[0, ends]                                                    # (B, V)
+        last = PackedStep(model, store, [(i, s[len(s) - n:]) for (i, n), s in zip(batch, seqs)], grow=True).run()   # (B, V)
         rows.append(last)
         for s, t in zip(seqs, last.argmax(-1).tolist()):
             s.append(t)

@@ -49,7 +49,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from course_lib.attention import causal_mask, sdpa_attention
+from course_lib.attention import sequence_attention
 from course_lib.device import check_fits
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage, StepContext
 from course_lib.kv.prefix_cache import ROOT_ENTRY, ROOT_HASH, PrefixCache, block_hash
@@ -703,10 +703,7 @@ class PagedStepContext(StepContext):
         offset = 0
         for (seq_id, n), start in zip(self.batch, self.starts):
             K, V = gather_kv(kb, vb, store.seqs[seq_id].table, start + n)          # (L, nkv, hd) copies
-            qs = q[0, offset:offset + n].transpose(0, 1)[None]                     # (1, nh, n, hd)
-            mask = causal_mask(n, start + n, q.device)                             # (n, L)
-            o = sdpa_attention(qs, K.transpose(0, 1)[None], V.transpose(0, 1)[None], mask)
-            out[0, offset:offset + n] = o[0].transpose(0, 1)                       # (n, nh, hd)
+            out[0, offset:offset + n] = sequence_attention(q[0, offset:offset + n], K, V)   # (n, nh, hd)
             offset += n
         return out
 

@@ -22,9 +22,11 @@ from typing import Sequence
 import torch
 
 from course_lib.engine import Engine, clone_requests
+from course_lib.engine.sample import sample_token
 from course_lib.kv.paged import PagedKVStore, PoolSnapshot, num_blocks_for, pool_counts
 from course_lib.kv.reference import ReferenceKVStore
 from course_lib.kv.replay import replay
+from course_lib.kv.step import PackedStep
 from course_lib.paged_attention import decode_contenders, random_decode_problem, time_contenders
 
 
@@ -154,29 +156,20 @@ def sample_in_parallel(model, prompt: Sequence[int], n: int, new_tokens: int, bl
                                    attention=attention)
     gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
 
-    def step(batch, ids):
-        for s, k in batch:
-            store.grow(s, store.num_cached(s) + k)
-        ctx = store.step_context(batch)
-        logits = model.forward_ctx(torch.tensor([ids], device=model.device), ctx.positions(model.device), ctx)
-        ctx.commit()
-        return logits[0]                                                     # (N, V)
-
-    def pick(row, g):
-        probs = torch.softmax(row.double().cpu() / temperature, -1)
-        return int(torch.multinomial(probs, 1, generator=g))
+    def step(batch):
+        return PackedStep(model, store, batch, grow=True).run()             # (S, V): each sequence's last token
 
     store.add(0, list(prompt), total)
-    last = step([(0, len(prompt))], list(prompt))[-1]
+    last = step([(0, list(prompt))])[0]
     for c in range(1, n):
         store.fork(0, c)
     after_fork = store.sharing()
-    seqs = [[pick(last, gens[c])] for c in range(n)]
+    seqs = [[sample_token(last, temperature, gens[c])] for c in range(n)]
     for _ in range(new_tokens - 1):
-        rows = step([(c, 1) for c in range(n)], [s[-1] for s in seqs])
+        rows = step([(c, [s[-1]]) for c, s in enumerate(seqs)])
         for c in range(n):
-            seqs[c].append(pick(rows[c], gens[c]))
-    step([(c, 1) for c in range(n)], [s[-1] for s in seqs])                 # the last tokens' K/V, as a server keeps them
+            seqs[c].append(sample_token(rows[c], temperature, gens[c]))
+    step([(c, [s[-1]]) for c, s in enumerate(seqs)])                        # the last tokens' K/V, as a server keeps them
     return {"tokens": seqs, "store": store, "after_fork": after_fork, "at_end": store.sharing(),
             "cow_copies": store.stats.cow_copies}
 

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage
+from course_lib.kv.step import PackedStep
 from course_lib.workloads import Request, Trace
 
 SHARE_KEYS = ("token_states", "reserved", "internal", "external", "free")
@@ -243,13 +244,8 @@ def replay(trace: Trace, store: KVStore, *, step_time: float = 0.05, model=None,
         # 3. the step itself
         if batch:
             if model is not None:
-                ids = torch.tensor([[t for r, n in batch for t in r.tokens[r.cached:r.cached + n]]],
-                                   dtype=torch.long, device=model.device)            # (1, N)
-                ctx = store.step_context([(r.id, n) for r, n in batch])
-                logits = model.forward_ctx(ids, ctx.positions(model.device), ctx)    # (1, N, V)
-                ctx.commit()
-                ends = torch.tensor([n for _, n in batch]).cumsum(0) - 1             # last token of each
-                picks = logits[0, ends.to(logits.device)].argmax(-1).tolist()
+                packed = PackedStep(model, store, [(r.id, r.tokens[r.cached:r.cached + n]) for r, n in batch])
+                picks = packed.run().argmax(-1).tolist()                             # greedy, each one's last token
             else:
                 for r, n in batch:
                     store.cached[r.id] = r.cached + n
