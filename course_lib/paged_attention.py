@@ -15,9 +15,9 @@ Layout of one layer's pool (the store keeps all layers in one tensor):
                                                (vLLM's kernel lays its key cache out
                                                for the same reason)
     value_blocks:  (num_blocks, nkv, bs, hd)
-    block_tables:  (N, max_blocks) int64       row i: the blocks query i reads, in order;
+    block_tables:  (N, max_blocks) integers    row i: the blocks query i reads, in order;
                                                entries past the last block are ignored
-    context_lens:  (N,) int64                  query i sits at position context_lens[i] - 1
+    context_lens:  (N,) integers               query i sits at position context_lens[i] - 1
                                                and sees keys 0 .. context_lens[i] - 1
 
 A decoding batch has one query per sequence (N = number of sequences). A
@@ -30,14 +30,23 @@ Two paths that must agree (tests/test_paged_attention.py, to 1e-5 in fp32):
                              (L, nkv, hd) tensor, then ordinary SDPA with a length
                              mask. Easy to trust; but it copies the whole context
                              of every sequence at every step.
-    paged_attention_kernel   fast: a short C kernel (PAGED_ATTENTION_C below) that
-                             walks the block table and reads each block where it
-                             lies: nothing is copied. Compiled on first use with the
-                             system C compiler (gcc/cc) and loaded with ctypes;
-                             CPU tensors, float32/float64.
+    paged_attention_kernel   fast: a short C kernel (paged_attention_kernel.c, next to
+                             this file; its text is PAGED_ATTENTION_C) that walks the
+                             block table and reads each block where it lies: nothing
+                             is copied. Compiled on first use with the system C
+                             compiler (gcc/cc) and loaded with ctypes; CPU tensors,
+                             float32/float64.
 
 `paged_attention(..., impl="auto")` uses the kernel where it can run and
 otherwise falls back to the gather path, printing a one-line notice once.
+
+C checks nothing, so Python checks everything first, on both paths alike: the
+tensors' types, dtypes (q, keys and values all one float dtype), devices and
+shapes, and every block id a row really reads (those within its context). Bad
+input raises a ValueError or TypeError naming the parameter. A kernel that
+cannot run here (no compiler, a GPU tensor, a failed build) is not bad input:
+'auto' falls back to the gather path, 'kernel' raises a RuntimeError. How the
+kernel is built and cached safely is at the end of this file ("building").
 
 Measuring (lesson 04, benchmarks/paged_attention.py): `random_decode_problem`
 builds one decode step's inputs twice (scattered blocks, and contiguous tensors
@@ -57,16 +66,20 @@ path; this module then falls back to the gather path, with a notice.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from functools import lru_cache
+import threading
+import time
+from importlib import resources
 
 import torch
 
@@ -74,38 +87,74 @@ from course_lib.attention import sdpa_attention
 
 IMPLS = ("auto", "kernel", "gather")
 PARALLEL_MIN_WORK = 1 << 20     # multiply-adds (rows x heads x keys x head_dim) below which the kernel uses one thread
+KERNEL_MAX_SCRATCH_BYTES = 1 << 30   # per-thread scratch the kernel may ask for; above it, the gather path serves
+
+CACHE_ENV = "COURSE_KERNEL_CACHE"                  # folder for compiled kernels (default: the temp folder)
+TIMEOUT_ENV = "COURSE_KERNEL_COMPILE_TIMEOUT"      # seconds one build may take, every compiler call together
+DEFAULT_COMPILE_TIMEOUT_S = 60.0
+RETRY_AFTER_S = 60.0            # a failed build is tried again after this long (at once if the compiler changes)
 
 
 # ---- shapes and checks ------------------------------------------------------------
 def _check_inputs(q, key_blocks, value_blocks, block_tables, context_lens) -> tuple[int, int, int, int, int]:
-    """Validate shapes; return (N, nh, nkv, hd, bs)."""
+    """Validate everything both paths rely on; return (N, nh, nkv, hd, bs).
+
+    Raises TypeError (not a tensor, wrong dtype) or ValueError (shape, device, range),
+    each naming the parameter. Nothing here depends on which path runs next."""
+    for name, t in (("q", q), ("key_blocks", key_blocks), ("value_blocks", value_blocks),
+                    ("block_tables", block_tables), ("context_lens", context_lens)):
+        if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+            raise TypeError(f"{name}: must be a dense torch.Tensor; got {type(t).__name__}"
+                            + (f" with layout {t.layout}" if isinstance(t, torch.Tensor) else ""))
+    if not q.dtype.is_floating_point:
+        raise TypeError(f"q: must be a floating-point tensor; got {q.dtype}")
+    for name, t in (("key_blocks", key_blocks), ("value_blocks", value_blocks)):
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name}: must have q's dtype ({q.dtype}); got {t.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"{name}: must be on q's device ({q.device}); got {t.device}")
+    for name, t in (("block_tables", block_tables), ("context_lens", context_lens)):
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            raise TypeError(f"{name}: must be an integer tensor (e.g. torch.int64); got {t.dtype}")
     if q.dim() != 3:
         raise ValueError(f"q: must be (N, nh, hd); got shape {tuple(q.shape)}")
     if key_blocks.dim() != 4 or value_blocks.dim() != 4:
         raise ValueError("key_blocks/value_blocks: must be (num_blocks, nkv, hd, bs) and (num_blocks, nkv, bs, hd)")
     N, nh, hd = q.shape
     nb, nkv, hd_k, bs = key_blocks.shape
+    if min(nkv, hd_k, bs) < 1:
+        raise ValueError(f"key_blocks: nkv, head_dim and block_size must each be >= 1; "
+                         f"got shape {tuple(key_blocks.shape)}")
     if hd_k != hd or tuple(value_blocks.shape) != (nb, nkv, bs, hd):
         raise ValueError(f"value_blocks: must be {(nb, nkv, bs, hd)} to match key_blocks {tuple(key_blocks.shape)} "
                          f"and q's head_dim {hd}; got {tuple(value_blocks.shape)}")
-    if nh % nkv:
-        raise ValueError(f"heads: query heads ({nh}) must be a multiple of key/value heads ({nkv})")
+    if nh < 1 or nh % nkv:
+        raise ValueError(f"heads: query heads ({nh}) must be a positive multiple of key/value heads ({nkv})")
     if block_tables.dim() != 2 or block_tables.shape[0] != N:
         raise ValueError(f"block_tables: must be (N={N}, max_blocks); got shape {tuple(block_tables.shape)}")
     if context_lens.dim() != 1 or context_lens.shape[0] != N:
         raise ValueError(f"context_lens: must be (N={N},); got shape {tuple(context_lens.shape)}")
-    if N and (int(context_lens.min()) < 0 or int(context_lens.max()) > block_tables.shape[1] * bs):
+    lens = context_lens.long()
+    if N and (int(lens.min()) < 0 or int(lens.max()) > block_tables.shape[1] * bs):
         raise ValueError(f"context_lens: every length must be in [0, max_blocks * block_size = "
-                         f"{block_tables.shape[1] * bs}]; got {context_lens.tolist()}")
+                         f"{block_tables.shape[1] * bs}]; got lengths from {int(lens.min())} to {int(lens.max())}")
+    _check_block_ids(block_tables, lens, bs, nb)
     return N, nh, nkv, hd, bs
 
 
+def _blocks_read(block_tables: torch.Tensor, context_lens: torch.Tensor, bs: int) -> torch.Tensor:
+    """(N, max_blocks) bool: True for the table entries a row really reads, its first
+    ceil(context_len / bs); the entries past them are ignored (they may hold anything)."""
+    need = (context_lens.long().to(block_tables.device) + bs - 1) // bs                 # (N,)
+    return torch.arange(block_tables.shape[1], device=block_tables.device)[None, :] < need[:, None]
+
+
 def _check_block_ids(block_tables: torch.Tensor, context_lens: torch.Tensor, bs: int, num_blocks: int) -> None:
-    """Every block a row reads must exist in the pool."""
-    used = torch.arange(block_tables.shape[1], device=block_tables.device)[None, :] < (context_lens[:, None] + bs - 1) // bs
-    ids = block_tables[used]                                                 # the entries rows really read
+    """Every block a row reads must exist in the pool: ids in [0, num_blocks - 1]."""
+    ids = block_tables[_blocks_read(block_tables, context_lens, bs)].long()   # the entries rows really read
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_blocks):
-        raise ValueError(f"block_tables: the blocks a row reads must be in [0, {num_blocks - 1}]; "
+        raise ValueError(f"block_tables: the blocks a row reads (its first ceil(context_len / block_size) "
+                         f"entries) must be in [0, {num_blocks - 1}] (the pool has {num_blocks} blocks); "
                          f"got ids from {int(ids.min())} to {int(ids.max())}")
 
 
@@ -115,13 +164,22 @@ def gather_kv(key_blocks: torch.Tensor, value_blocks: torch.Tensor, block_table,
     """One sequence's first `length` keys and values, copied out of the pool.
 
     key_blocks (num_blocks, nkv, hd, bs), value_blocks (num_blocks, nkv, bs, hd),
-    block_table: the sequence's block ids (list or 1-D tensor)
+    block_table: the sequence's block ids (list or 1-D tensor); entries past the
+    first ceil(length / bs) are ignored
     returns K, V: (length, nkv, hd) each, contiguous copies
     """
-    bs = key_blocks.shape[-1]
+    bs, num_blocks = key_blocks.shape[-1], key_blocks.shape[0]
+    if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= len(block_table) * bs:
+        raise ValueError(f"length: must be an integer in [0, len(block_table) * block_size = "
+                         f"{len(block_table) * bs}]; got {length!r}")
     n_blocks = -(-length // bs)                                              # ceil(length / bs)
-    ids = torch.as_tensor(list(block_table)[:n_blocks] if not torch.is_tensor(block_table) else block_table[:n_blocks],
-                          dtype=torch.long, device=key_blocks.device)       # (n_blocks,)
+    ids = torch.as_tensor(list(block_table)[:n_blocks] if not torch.is_tensor(block_table) else block_table[:n_blocks])
+    if ids.numel() and (ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool):
+        raise TypeError(f"block_table: must hold integer block ids; got {ids.dtype}")
+    ids = ids.to(device=key_blocks.device, dtype=torch.long)                 # (n_blocks,)
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_blocks):
+        raise ValueError(f"block_table: the blocks read must be in [0, {num_blocks - 1}]; "
+                         f"got ids from {int(ids.min())} to {int(ids.max())}")
     K = key_blocks[ids].permute(0, 3, 1, 2)                                  # (n_blocks, bs, nkv, hd)
     V = value_blocks[ids].transpose(1, 2)                                    # (n_blocks, bs, nkv, hd)
     nkv, hd = V.shape[2], V.shape[3]
@@ -138,178 +196,57 @@ def paged_attention_gather(q: torch.Tensor, key_blocks: torch.Tensor, value_bloc
     L = int(context_lens.max()) if N else 0
     if L == 0:
         return torch.zeros_like(q)
+    lens = context_lens.to(q.device, torch.long)                             # (N,)
     n_blocks = -(-L // bs)
-    ids = block_tables[:, :n_blocks].long().clamp(min=0)                     # (N, n_blocks)
+    tables = block_tables[:, :n_blocks].to(q.device, torch.long)             # (N, n_blocks)
+    ids = tables.masked_fill(~_blocks_read(tables, lens, bs), 0)             # ignored entries: any real block will do
     K = key_blocks[ids]                                                      # (N, n_blocks, nkv, hd, bs)  a copy
     V = value_blocks[ids]                                                    # (N, n_blocks, nkv, bs, hd)  a copy
     K = K.permute(0, 2, 1, 4, 3).reshape(N, nkv, n_blocks * bs, hd)          # (N, nkv, Lp, hd)
     V = V.transpose(1, 2).reshape(N, nkv, n_blocks * bs, hd)                 # (N, nkv, Lp, hd)
     pos = torch.arange(n_blocks * bs, device=q.device)                       # (Lp,)
-    mask = (pos[None, :] < context_lens.to(q.device)[:, None])[:, None, None, :]   # (N, 1, 1, Lp)
-    out = sdpa_attention(q[:, :, None, :], K, V, mask)                        # (N, nh, 1, hd)
+    valid = pos[None, :] < lens[:, None]                                     # (N, Lp)
+    # Slots past a row's length hold whatever was there (stale tokens, even NaN); the mask
+    # gives them weight 0, but 0 * NaN is NaN, so zero them as the kernel never reads them.
+    K = K.masked_fill(~valid[:, None, :, None], 0)
+    V = V.masked_fill(~valid[:, None, :, None], 0)
+    out = sdpa_attention(q[:, :, None, :], K, V, valid[:, None, None, :])    # (N, nh, 1, hd)
     return out[:, :, 0, :]
 
 
 # ---- the fast path: a C kernel ---------------------------------------------------------
-PAGED_ATTENTION_C = r"""
-/* Paged attention, one query per row, reading keys and values where they lie in the pool.
-   Compiled for one shape: -DSCALAR=float|double -DHD=<head_dim> -DBS=<block_size>
-   -DREP=<query heads per kv head>, so every inner loop has a known length and vectorises. */
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-typedef SCALAR real;
-#if IS_DOUBLE
-#define EXP exp
-#else
-#define EXP expf
-#endif
+KERNEL_SOURCE = "paged_attention_kernel.c"   # package data next to this file
 
-void paged_attention(const real *q,            /* (N, nh, HD)                */
-                     const real *key_blocks,   /* (num_blocks, nkv, HD, BS)  */
-                     const real *value_blocks, /* (num_blocks, nkv, BS, HD)  */
-                     const int64_t *block_tables,   /* (N, max_blocks)       */
-                     const int64_t *context_lens,   /* (N,)                  */
-                     real *out,                /* (N, nh, HD)                */
-                     int64_t N, int64_t nh, int64_t nkv, int64_t max_blocks, int64_t max_len,
-                     double scale, int nthreads) {
-  const int64_t block = nkv * HD * BS;         /* elements of one block (keys or values) */
-  const int64_t width = max_len + BS;          /* a row of scores, padded to whole blocks */
-  #pragma omp parallel num_threads(nthreads)
-  {
-    real *scores = (real *)malloc(sizeof(real) * (size_t)(REP * width));
-    #pragma omp for schedule(dynamic, 1)
-    for (int64_t w = 0; w < N * nkv; w++) {    /* one work item: query row i, kv head g */
-      const int64_t i = w / nkv, g = w % nkv, L = context_lens[i], nblk = (L + BS - 1) / BS;
-      const int64_t *table = block_tables + i * max_blocks;
-      const real *qg = q + (i * nh + g * REP) * HD;   /* the REP query heads that share head g */
-      real *og = out + (i * nh + g * REP) * HD;
-      real qs[REP][HD];
-      for (int r = 0; r < REP; r++)
-        for (int d = 0; d < HD; d++) qs[r][d] = qg[r * HD + d] * (real)scale;
 
-      /* 1. scores[r][j] = q_r . k_j / sqrt(HD), a block at a time, straight from the pool.
-            Keys are stored (HD, BS) in a block: the inner loop runs over its BS tokens. */
-      for (int64_t b = 0; b < nblk; b++) {
-        const real *kt = key_blocks + table[b] * block + g * HD * BS;      /* (HD, BS) */
-        real s[REP][BS];
-        for (int r = 0; r < REP; r++)
-          for (int t = 0; t < BS; t++) s[r][t] = 0;
-        for (int d = 0; d < HD; d++)
-          for (int r = 0; r < REP; r++) {
-            #pragma omp simd
-            for (int t = 0; t < BS; t++) s[r][t] += qs[r][d] * kt[d * BS + t];
-          }
-        for (int r = 0; r < REP; r++)
-          for (int t = 0; t < BS; t++) scores[r * width + b * BS + t] = s[r][t];
-      }
-      /* 2. softmax over the L real positions (the rest of the last block is ignored) */
-      real inv[REP];
-      for (int r = 0; r < REP; r++) {
-        real *sr = scores + r * width, m = (real)-1e30, total = 0;
-        for (int64_t j = 0; j < L; j++) m = sr[j] > m ? sr[j] : m;
-        #pragma omp simd reduction(+:total)
-        for (int64_t j = 0; j < L; j++) { sr[j] = EXP(sr[j] - m); total += sr[j]; }
-        inv[r] = L > 0 ? 1 / total : 0;
-      }
-      /* 3. out_r = sum_j p[r][j] v_j, a block at a time. Values are stored (BS, HD). */
-      real acc[REP][HD];
-      for (int r = 0; r < REP; r++)
-        for (int d = 0; d < HD; d++) acc[r][d] = 0;
-      for (int64_t b = 0; b < nblk; b++) {
-        const real *vb = value_blocks + table[b] * block + g * BS * HD;   /* (BS, HD) */
-        const int64_t used = b == nblk - 1 ? L - b * BS : BS;
-        for (int64_t t = 0; t < used; t++)
-          for (int r = 0; r < REP; r++) {
-            const real p = scores[r * width + b * BS + t];
-            #pragma omp simd
-            for (int d = 0; d < HD; d++) acc[r][d] += p * vb[t * HD + d];
-          }
-      }
-      for (int r = 0; r < REP; r++)
-        for (int d = 0; d < HD; d++) og[r * HD + d] = acc[r][d] * inv[r];
-    }
-    free(scores);
-  }
-}
-"""
+def _read_kernel_source() -> str:
+    """The C kernel's text ('' if the file is missing from this installation)."""
+    try:
+        return resources.files("course_lib").joinpath(KERNEL_SOURCE).read_text(encoding="utf-8")
+    except (OSError, ModuleNotFoundError):
+        return ""
 
+
+PAGED_ATTENTION_C = _read_kernel_source()      # print(PAGED_ATTENTION_C) shows the kernel
 _DTYPES = {torch.float32: ("float", 0), torch.float64: ("double", 1)}
 _notice_shown = False
 
 
-def _cache_dir() -> str:
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    path = os.environ.get("COURSE_KERNEL_CACHE") or os.path.join(tempfile.gettempdir(), f"course_lib_kernels_{uid}")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
-def _compiler() -> str | None:
-    for cc in (os.environ.get("CC"), "gcc", "cc", "clang"):
-        if cc and shutil.which(cc):
-            return shutil.which(cc)
-    return None
-
-
-def _compile(cc: str, src: str, obj: str, lib: str, defines: list[str], openmp: bool) -> None:
-    """Compile and link in two steps: -ffast-math (vectorised exp) only at compile time,
-    so the linker does not add crtfastmath.o (which would flush denormals process-wide)."""
-    omp = ["-fopenmp"] if openmp else []
-    common = ["-O3", "-fPIC", *omp, *defines]
-    arch = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else ["-mcpu=native"]
-    for flags in (arch + ["-mprefer-vector-width=512"], arch, []):
-        r = subprocess.run([cc, "-c", *common, *flags, "-ffast-math", src, "-o", obj], capture_output=True, text=True)
-        if r.returncode == 0:
-            break
-    else:
-        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "compile failed")
-    r = subprocess.run([cc, "-shared", *omp, obj, "-o", lib, "-lm"], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "link failed")
-
-
-@lru_cache(maxsize=None)
-def _load_kernel(scalar: str, is_double: int, head_dim: int, block_size: int, rep: int):
-    """Compile (once per machine, cached on disk) and load the kernel for one shape."""
-    cc = _compiler()
-    if cc is None:
-        raise RuntimeError("no C compiler found (set CC, or install gcc)")
-    defines = [f"-DSCALAR={scalar}", f"-DIS_DOUBLE={is_double}", f"-DHD={head_dim}", f"-DBS={block_size}",
-               f"-DREP={rep}"]
-    ident = "\0".join([PAGED_ATTENTION_C, cc, platform.node(), platform.machine(), *defines])
-    key = hashlib.sha256(ident.encode()).hexdigest()[:16]
-    folder = _cache_dir()
-    lib = os.path.join(folder, f"paged_attention_{key}.so")
-    if not os.path.exists(lib):
-        tmp = f"{lib}.{os.getpid()}"               # this process's own files: parallel builds never collide
-        with open(f"{tmp}.c", "w") as f:
-            f.write(PAGED_ATTENTION_C)
-        try:
-            try:
-                _compile(cc, f"{tmp}.c", f"{tmp}.o", f"{tmp}.so", defines, openmp=True)
-            except RuntimeError:
-                _compile(cc, f"{tmp}.c", f"{tmp}.o", f"{tmp}.so", defines, openmp=False)   # e.g. clang without OpenMP
-            os.replace(f"{tmp}.so", lib)           # atomic: nobody ever loads half a file
-        finally:
-            for ext in (".c", ".o", ".so"):
-                if os.path.exists(tmp + ext):
-                    os.remove(tmp + ext)
-    fn = ctypes.CDLL(lib).paged_attention
-    fn.restype = None
-    fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 5 + [ctypes.c_double, ctypes.c_int]
-    return fn
-
-
 def kernel_unavailable_reason(q: torch.Tensor, key_blocks: torch.Tensor) -> str | None:
-    """Why the C kernel cannot serve these tensors (None: it can). Compiles it if needed."""
+    """Why the C kernel cannot serve these tensors (None: it can). Compiles it if needed.
+
+    q (N, nh, hd) and key_blocks (num_blocks, nkv, hd, bs); only their device, dtype
+    and shape are looked at, so empty tensors of the right shape will do."""
+    if not isinstance(q, torch.Tensor) or not isinstance(key_blocks, torch.Tensor):
+        return "the C kernel needs torch tensors"
     if q.device.type != "cpu" or key_blocks.device.type != "cpu":
         return f"the C kernel runs on CPU tensors; these are on {q.device.type}"
     if q.dtype not in _DTYPES or key_blocks.dtype != q.dtype:
         return f"the C kernel supports float32/float64; got {q.dtype} queries and {key_blocks.dtype} blocks"
+    if q.dim() != 3 or key_blocks.dim() != 4 or min(q.shape[1:]) < 1 or min(key_blocks.shape[1:]) < 1:
+        return "the C kernel needs q (N, nh, hd) and key_blocks (num_blocks, nkv, hd, bs) with nh, nkv, hd, bs >= 1"
     nh, hd, nkv, bs = q.shape[1], q.shape[-1], key_blocks.shape[1], key_blocks.shape[-1]
-    if nh % nkv or (nh // nkv) * hd > 16384 or bs > 1024:
-        return "the C kernel needs (query heads per kv head) x head_dim <= 16384 and block_size <= 1024"
+    if nh % nkv:
+        return f"the C kernel needs query heads ({nh}) to be a multiple of key/value heads ({nkv})"
     try:
         _load_kernel(*_DTYPES[q.dtype], hd, bs, nh // nkv)
     except (RuntimeError, OSError) as exc:
@@ -328,41 +265,71 @@ def paged_attention_kernel(q: torch.Tensor, key_blocks: torch.Tensor, value_bloc
                            block_tables: torch.Tensor, context_lens: torch.Tensor,
                            num_threads: int | None = None) -> torch.Tensor:
     """The fast path: the C kernel reads each block in place. q (N, nh, hd) -> (N, nh, hd).
-    Raises RuntimeError if it cannot run here (see kernel_unavailable_reason)."""
-    N, nh, nkv, hd, bs = _check_inputs(q, key_blocks, value_blocks, block_tables, context_lens)
+
+    Bad input raises ValueError/TypeError (as on the gather path); a kernel that cannot
+    run here raises RuntimeError (see kernel_unavailable_reason). `num_threads`: None
+    follows torch.get_num_threads() for large work and uses one thread for small; never
+    more than the N * nkv work items (one per row and kv head) or 256."""
+    _check_inputs(q, key_blocks, value_blocks, block_tables, context_lens)
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                    or num_threads < 1):
+        raise ValueError(f"num_threads: must be an integer >= 1 or None; got {num_threads!r}")
+    return _run_kernel(q, key_blocks, value_blocks, block_tables, context_lens, num_threads)
+
+
+def _run_kernel(q, key_blocks, value_blocks, block_tables, context_lens, num_threads=None) -> torch.Tensor:
+    """paged_attention_kernel on inputs _check_inputs has passed."""
     reason = kernel_unavailable_reason(q, key_blocks)
     if reason:
         raise RuntimeError(reason)
-    fn = _load_kernel(*_DTYPES[q.dtype], hd, bs, nh // nkv)
-    q = q.contiguous()
+    N, nh, hd = q.shape
+    nkv, bs = key_blocks.shape[1], key_blocks.shape[-1]
+    rep = nh // nkv
+    fn = _load_kernel(*_DTYPES[q.dtype], hd, bs, rep)
+    # C reads raw memory: every array it gets is a contiguous CPU tensor of the dtype it was built for.
+    q = q.contiguous()                                                # (N, nh, hd)
     kb, vb = key_blocks.contiguous(), value_blocks.contiguous()     # the pool's own layout: no copy
-    tables = block_tables.to(torch.int64).contiguous()
-    lens = context_lens.to(torch.int64).contiguous()
-    _check_block_ids(tables, lens, bs, kb.shape[0])           # C does not check bounds: we must
-    out = torch.empty_like(q)
-    if N:
-        max_len = int(lens.max())
-        if num_threads is None:     # small work: waking a second thread costs more than it saves
-            num_threads = torch.get_num_threads() if N * nh * max_len * hd >= PARALLEL_MIN_WORK else 1
-        fn(q.data_ptr(), kb.data_ptr(), vb.data_ptr(), tables.data_ptr(), lens.data_ptr(), out.data_ptr(),
-           N, nh, nkv, tables.shape[1], max_len, 1.0 / math.sqrt(hd), int(num_threads))
+    tables = block_tables.to("cpu", torch.int64).contiguous()      # (N, max_blocks)
+    lens = context_lens.to("cpu", torch.int64).contiguous()        # (N,)
+    if any(t.device.type != "cpu" or t.dtype != q.dtype for t in (kb, vb)):   # never hand C a pointer it misreads
+        raise RuntimeError("the C kernel needs q, key_blocks and value_blocks as CPU tensors of one dtype")
+    out = torch.zeros_like(q)
+    if N == 0:
+        return out
+    max_len = int(lens.max())
+    scratch = rep * (max_len + 2 * bs + 2 * hd + 1) * q.element_size()   # bytes per thread (see the C file)
+    if scratch > KERNEL_MAX_SCRATCH_BYTES:
+        raise RuntimeError(f"the C kernel would need {scratch / 2**20:.0f} MiB of scratch per thread "
+                           f"(more than KERNEL_MAX_SCRATCH_BYTES = {KERNEL_MAX_SCRATCH_BYTES / 2**20:.0f} MiB)")
+    if num_threads is None:     # small work: waking a second thread costs more than it saves
+        num_threads = torch.get_num_threads() if N * nh * max_len * hd >= PARALLEL_MIN_WORK else 1
+    num_threads = min(num_threads, N * nkv, 256)   # no thread without a work item (each holds its own scratch)
+    status = fn(q.data_ptr(), kb.data_ptr(), vb.data_ptr(), tables.data_ptr(), lens.data_ptr(), out.data_ptr(),
+                N, nh, nkv, tables.shape[1], max_len, 1.0 / math.sqrt(hd), int(num_threads))
+    if status != 0:
+        raise RuntimeError(f"the C kernel could not allocate its scratch memory ({scratch / 2**20:.1f} MiB per thread)")
     return out
 
 
 def paged_attention(q: torch.Tensor, key_blocks: torch.Tensor, value_blocks: torch.Tensor,
                     block_tables: torch.Tensor, context_lens: torch.Tensor, impl: str = "auto") -> torch.Tensor:
     """Paged attention. impl: 'kernel' (fast), 'gather' (readable), 'auto' (kernel where it
-    can run, else gather with a one-line notice). q (N, nh, hd) -> (N, nh, hd)."""
+    can run, else gather with a one-line notice). q (N, nh, hd) -> (N, nh, hd).
+
+    Bad input raises ValueError/TypeError whatever the impl: it is the caller's error, not
+    a reason to switch paths."""
     if impl not in IMPLS:
         raise ValueError(f"impl: must be one of {', '.join(IMPLS)}; got {impl!r}")
     if impl == "gather":
         return paged_attention_gather(q, key_blocks, value_blocks, block_tables, context_lens)
-    if impl == "auto":
-        reason = kernel_unavailable_reason(q, key_blocks)
-        if reason:
-            notice(reason)
-            return paged_attention_gather(q, key_blocks, value_blocks, block_tables, context_lens)
-    return paged_attention_kernel(q, key_blocks, value_blocks, block_tables, context_lens)
+    if impl == "kernel":
+        return paged_attention_kernel(q, key_blocks, value_blocks, block_tables, context_lens)
+    _check_inputs(q, key_blocks, value_blocks, block_tables, context_lens)
+    try:
+        return _run_kernel(q, key_blocks, value_blocks, block_tables, context_lens)
+    except Exception as exc:    # the inputs are fine, so the kernel could not run here: say why, use the readable path
+        notice(str(exc) or type(exc).__name__)
+        return paged_attention_gather(q, key_blocks, value_blocks, block_tables, context_lens)
 
 
 def notice(reason: str) -> None:
@@ -371,6 +338,230 @@ def notice(reason: str) -> None:
     if not _notice_shown:
         _notice_shown = True
         print(f"paged attention: using the readable gather path ({reason})", file=sys.stderr)
+
+
+# ---- building and loading the C kernel (plumbing, safe under threads and processes) --------------
+#
+# One shared library per shape (dtype, head_dim, block_size, heads per kv head), cached on disk in
+# $COURSE_KERNEL_CACHE (default: <temp folder>/course_lib_kernels_<uid>) under a name hashed from
+# the source, the compiler, the machine and the shape. What can go wrong, and what guards it:
+#
+#   two builders at once        a threading.Lock in the process, an fcntl lock file across processes;
+#                               each build in its own fresh folder (mkdtemp), moved into place with
+#                               os.replace, so nobody ever sees half a file
+#   a cached file that is       a .sha256 sidecar, written only after a build succeeded, is checked
+#   empty, truncated, garbage   before every load: a bad file is rebuilt, never mapped into memory
+#                               (mapping a truncated library kills the process with SIGBUS)
+#   a compiler that hangs       $COURSE_KERNEL_COMPILE_TIMEOUT seconds (default 60) for one build;
+#                               then the compiler and everything it started are killed
+#   a failure                   remembered per shape for RETRY_AFTER_S, or until the compiler that
+#                               would be used changes; then tried again: it never disables the kernel
+#                               for good
+_kernels: dict[tuple, object] = {}               # shape -> loaded C function
+_failures: dict[tuple, tuple] = {}               # shape -> (monotonic time, environment, message)
+_build_lock = threading.Lock()
+
+
+def _cache_dir() -> str:
+    """The folder of compiled kernels, created if needed (only its owner may write to the default one)."""
+    path = os.environ.get(CACHE_ENV)
+    if path:
+        os.makedirs(path, exist_ok=True)
+        return path
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    path = os.path.join(tempfile.gettempdir(), f"course_lib_kernels_{uid}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if hasattr(os, "getuid") and os.stat(path).st_uid != uid:      # a shared /tmp: trust only our own folder
+        raise RuntimeError(f"the kernel cache {path} belongs to another user; set {CACHE_ENV}")
+    return path
+
+
+def _compiler() -> str | None:
+    """The C compiler to use: $CC if it names one, else gcc, cc or clang on the PATH."""
+    for cc in (os.environ.get("CC"), "gcc", "cc", "clang"):
+        if cc and shutil.which(cc):
+            return shutil.which(cc)
+    return None
+
+
+def _compile_timeout() -> float:
+    """Seconds one build may take: $COURSE_KERNEL_COMPILE_TIMEOUT, else 60."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    if not raw:
+        return DEFAULT_COMPILE_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise RuntimeError(f"{TIMEOUT_ENV}: must be a number of seconds > 0; got {raw!r}")
+    return value
+
+
+def _run_compiler(cmd: list[str], deadline: float) -> tuple[int, str]:
+    """Run one compiler command until `deadline` (time.monotonic()); return (exit code, its output)."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace",
+                                start_new_session=True)        # its own process group, to kill it whole
+    except OSError as exc:
+        raise RuntimeError(f"could not run the C compiler {cmd[0]}: {exc}") from exc
+    with proc:
+        try:
+            output, _ = proc.communicate(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)          # the driver and the cc1/as/ld it started
+            except (AttributeError, OSError):
+                proc.kill()
+            proc.wait()
+            raise TimeoutError from None
+    return proc.returncode, output
+
+
+def _compile(cc: str, src: str, obj: str, lib: str, defines: list[str], openmp: bool, deadline: float) -> None:
+    """Compile and link in two steps: -ffast-math (vectorised exp) only at compile time,
+    so the linker does not add crtfastmath.o (which would flush denormals process-wide).
+    Raises RuntimeError (the compiler's last line of complaint) or TimeoutError."""
+    omp = ["-fopenmp"] if openmp else []
+    common = ["-O3", "-fPIC", *omp, *defines]
+    arch = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else ["-mcpu=native"]
+    for flags in (arch + ["-mprefer-vector-width=512"], arch, []):
+        code, output = _run_compiler([cc, "-c", *common, *flags, "-ffast-math", src, "-o", obj], deadline)
+        if code == 0:
+            break
+    else:
+        raise RuntimeError(output.strip().splitlines()[-1] if output.strip() else "compile failed")
+    code, output = _run_compiler([cc, "-shared", *omp, obj, "-o", lib, "-lm"], deadline)
+    if code != 0:
+        raise RuntimeError(output.strip().splitlines()[-1] if output.strip() else "link failed")
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _is_intact(lib: str) -> bool:
+    """Is `lib` exactly the file a finished build wrote? (Its sha256 is in lib + '.sha256'.)"""
+    try:
+        with open(lib + ".sha256", encoding="ascii") as f:
+            expected = f.read().strip()
+        return os.path.getsize(lib) > 0 and _sha256(lib) == expected
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _file_lock(path: str, deadline: float):
+    """Hold an exclusive lock on the file `path` (other processes wait); give up at `deadline`."""
+    try:
+        import fcntl
+    except ImportError:             # no fcntl (Windows): builds still never collide (own folder, os.replace)
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"timed out waiting for another process to finish building {path[:-5]}")
+                time.sleep(0.02)
+            except OSError:         # a file system without locks: builds still never collide (see above)
+                break
+        yield
+    finally:
+        os.close(fd)                # closing the file releases the lock
+
+
+def _build(cc: str, defines: list[str], lib: str, deadline: float) -> None:
+    """Compile the kernel into `lib` (then its sha256 sidecar), in a folder of this build's own."""
+    folder = tempfile.mkdtemp(prefix=".build-", dir=os.path.dirname(lib))   # unique per thread and process
+    try:
+        src, obj, so = (os.path.join(folder, f"paged_attention{ext}") for ext in (".c", ".o", ".so"))
+        with open(src, "w", encoding="utf-8") as f:
+            f.write(PAGED_ATTENTION_C)
+        try:
+            _compile(cc, src, obj, so, defines, openmp=True, deadline=deadline)
+        except RuntimeError:
+            _compile(cc, src, obj, so, defines, openmp=False, deadline=deadline)   # e.g. clang without OpenMP
+        digest = _sha256(so)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(lib + ".sha256")                 # no sidecar while the library changes
+        os.replace(so, lib)                            # atomic: nobody ever loads half a file
+        with open(os.path.join(folder, "sha256"), "w", encoding="ascii") as f:
+            f.write(digest + "\n")
+        os.replace(os.path.join(folder, "sha256"), lib + ".sha256")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _build_and_load(scalar: str, is_double: int, head_dim: int, block_size: int, rep: int):
+    """Find this shape's library in the cache (rebuilding a missing or bad one) and load it."""
+    if not PAGED_ATTENTION_C:
+        raise RuntimeError(f"the kernel source {KERNEL_SOURCE} is missing from this installation of course_lib")
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC, or install gcc)")
+    timeout = _compile_timeout()
+    defines = [f"-DSCALAR={scalar}", f"-DIS_DOUBLE={is_double}", f"-DHD={head_dim}", f"-DBS={block_size}",
+               f"-DREP={rep}"]
+    ident = "\0".join([PAGED_ATTENTION_C, cc, platform.node(), platform.machine(), *defines])
+    lib = os.path.join(_cache_dir(), f"paged_attention_{hashlib.sha256(ident.encode()).hexdigest()[:16]}.so")
+    with _file_lock(lib + ".lock", deadline=time.monotonic() + timeout):
+        if not _is_intact(lib):
+            try:
+                _build(cc, defines, lib, deadline=time.monotonic() + timeout)
+            except TimeoutError:
+                raise RuntimeError(f"the C compiler took longer than {timeout:g} s "
+                                   f"(set {TIMEOUT_ENV} to allow more)") from None
+        try:                        # loaded while we hold the lock: nobody can replace it meanwhile
+            fn = ctypes.CDLL(lib).paged_attention
+        except (OSError, AttributeError) as exc:
+            raise RuntimeError(f"could not load {lib}: {exc}") from exc
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 5 + [ctypes.c_double, ctypes.c_int]
+    return fn
+
+
+def _load_kernel(scalar: str, is_double: int, head_dim: int, block_size: int, rep: int):
+    """The C function for one shape: from memory, else built or read from the disk cache.
+    Raises RuntimeError saying why it cannot be had (a failure is remembered; see above)."""
+    shape = (scalar, is_double, head_dim, block_size, rep)
+    fn = _kernels.get(shape)
+    if fn is not None:
+        return fn
+    environment = (_compiler(), os.environ.get(CACHE_ENV), os.environ.get(TIMEOUT_ENV))
+    with _build_lock:               # one build at a time in this process
+        if shape in _kernels:       # another thread built it while we waited
+            return _kernels[shape]
+        failed = _failures.get(shape)
+        if failed and failed[1] == environment and time.monotonic() - failed[0] < RETRY_AFTER_S:
+            raise RuntimeError(failed[2])
+        try:
+            fn = _build_and_load(*shape)
+        except Exception as exc:    # whatever went wrong, the caller gets a RuntimeError saying what
+            _failures[shape] = (time.monotonic(), environment, str(exc) or type(exc).__name__)
+            raise RuntimeError(_failures[shape][2]) from exc
+        _failures.pop(shape, None)
+        _kernels[shape] = fn
+        return fn
+
+
+def _forget_kernels() -> None:
+    """Forget loaded kernels and remembered failures (tests; the disk cache stays)."""
+    with _build_lock:
+        _kernels.clear()
+        _failures.clear()
+
+
+_load_kernel.cache_clear = _forget_kernels      # the name an lru_cache would have
 
 
 # ---- measuring decode attention ---------------------------------------------------------------

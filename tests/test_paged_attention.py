@@ -1,7 +1,11 @@
-"""Paged attention: the fast kernel and the readable gather path both equal contiguous SDPA."""
+"""Paged attention: the fast kernel and the readable gather path both equal contiguous SDPA,
+and both check their input alike. (Crash-prone cases, such as a corrupt kernel cache or shapes
+that overflowed the kernel's stack, run in child processes: tests/test_paged_kernel_robustness.py.)"""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,11 +137,11 @@ def test_bad_inputs_raise_value_errors():
         paged_attention(torch.randn(2, 3, 8), kb, vb, tables, lens)
     with pytest.raises(ValueError, match="value_blocks"):
         paged_attention(q, kb, vb.transpose(2, 3), tables, lens)
-    if KERNEL:
-        bad = tables.clone()
-        bad[1, 1] = 99
-        with pytest.raises(ValueError, match="block_tables"):
-            paged_attention_kernel(q, kb, vb, bad, lens)
+    bad = tables.clone()
+    bad[1, 1] = 99
+    for impl in ("gather",) + (("kernel", "auto") if KERNEL else ()):
+        with pytest.raises(ValueError, match=r"block_tables: .*\[0, 5\]"):
+            paged_attention(q, kb, vb, bad, lens, impl=impl)
 
 
 def test_auto_falls_back_with_one_notice(capsys, monkeypatch):
@@ -174,3 +178,92 @@ def test_block_order_matters():
     flipped = torch.stack([tables[0].flip(0), tables[1]])
     again = paged_attention_gather(q, kb, vb, flipped, lens)
     assert not torch.allclose(out[0], again[0], atol=1e-4) and torch.allclose(out[1], again[1])
+
+
+def test_gather_checks_the_blocks_a_row_reads_and_ignores_the_rest():
+    """A block id of -1 inside the context is an error (it used to be clamped to block 0);
+    a table entry past a row's last block may hold anything, even a huge id (it used to raise
+    a bare IndexError). Both paths, alike."""
+    q, kb, vb, tables, lens = random_paged(2, 4, 2, 8, 4, 3, 6, seed=4, lens=[5, 12])   # row 0 reads 2 blocks
+    impls = ("gather",) + (("kernel", "auto") if KERNEL else ())
+    good = paged_attention_gather(q, kb, vb, tables, lens)
+    inside = tables.clone()
+    inside[0, 1] = -1
+    unused = tables.clone()
+    unused[0, 2] = 2 ** 62
+    for impl in impls:
+        with pytest.raises(ValueError, match=r"block_tables: .*\[0, 5\].*from -1"):
+            paged_attention(q, kb, vb, inside, lens, impl=impl)
+        torch.testing.assert_close(paged_attention(q, kb, vb, unused, lens, impl=impl), good, atol=1e-5, rtol=1e-5)
+
+
+def test_ignored_slots_may_hold_nan():
+    """Slots past a row's length (the tail of its last block, blocks it does not read) are
+    never part of the answer, even when they hold NaN: the kernel never reads them, and
+    the gather path zeroes them before SDPA (a masked NaN still poisons a matrix product)."""
+    q, kb, vb, tables, lens = random_paged(2, 4, 2, 8, 4, 3, 6, seed=6, lens=[5, 9])
+    good = contiguous_reference(q, kb, vb, tables, lens)
+    kb, vb = kb.clone(), vb.clone()
+    for i, L in enumerate(lens.tolist()):
+        for j in range(L, 3 * 4):                      # every slot of row i's table past its length
+            b, t = int(tables[i, j // 4]), j % 4
+            if all(int(tables[r, p // 4]) != b or p % 4 != t for r in range(2) for p in range(int(lens[r]))):
+                kb[b, :, :, t] = float("nan")
+                vb[b, :, t, :] = float("nan")
+    assert kb.isnan().any()
+    for impl in ("gather",) + (("kernel",) if KERNEL else ()):
+        torch.testing.assert_close(paged_attention(q, kb, vb, tables, lens, impl=impl), good, atol=1e-5, rtol=1e-5)
+
+
+def test_wrong_types_raise_type_errors_naming_the_parameter():
+    """Mixed dtypes (q and keys float64, values float32) used to give values up to 1e266 on
+    the kernel path; float tables were silently truncated. Checked here on the gather path
+    (the kernel and 'auto' cases run in a child process: test_paged_kernel_robustness.py)."""
+    q, kb, vb, tables, lens = random_paged(2, 4, 2, 8, 4, 2, 6, seed=0, dtype=torch.float64, lens=[3, 8])
+    for args, name in (((q, kb, vb.float(), tables, lens), "value_blocks"),
+                       ((q, kb.float(), vb, tables, lens), "key_blocks"),
+                       ((q, kb, vb, tables.double(), lens), "block_tables"),
+                       ((q, kb, vb, tables, lens.double()), "context_lens"),
+                       ((q, kb, vb, tables.tolist(), lens), "block_tables"),
+                       ((q.long(), kb.long(), vb.long(), tables, lens), "q")):
+        with pytest.raises(TypeError, match=f"^{name}: "):
+            paged_attention_gather(*args)
+
+
+def test_gather_kv_checks_its_table_and_length():
+    kb, vb = torch.zeros(3, 1, 2, 4), torch.zeros(3, 1, 4, 2)
+    assert gather_kv(kb, vb, [2, 99], 4)[0].shape == (4, 1, 2)        # the unread entry is ignored
+    assert gather_kv(kb, vb, [], 0)[0].shape == (0, 1, 2)
+    with pytest.raises(ValueError, match="block_table: .*\\[0, 2\\]"):
+        gather_kv(kb, vb, [2, -1], 5)
+    with pytest.raises(ValueError, match="length"):
+        gather_kv(kb, vb, [2, 1], 9)
+    with pytest.raises(TypeError, match="block_table"):
+        gather_kv(kb, vb, [1.0], 3)
+
+
+def test_kernel_source_is_a_packaged_file():
+    """The C source lives in paged_attention_kernel.c (shipped as package data) and
+    PAGED_ATTENTION_C holds its text, for lesson 04 to print."""
+    path = Path(pa.__file__).with_name(pa.KERNEL_SOURCE)
+    assert pa.PAGED_ATTENTION_C == path.read_text(encoding="utf-8")
+    assert "int paged_attention(" in pa.PAGED_ATTENTION_C
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert pa.KERNEL_SOURCE in config["tool"]["setuptools"]["package-data"]["course_lib"]
+
+
+def test_a_failed_build_is_retried_when_the_compiler_changes(monkeypatch):
+    """A failure is remembered (no rebuild on every call), but not for good: once a compiler
+    can be found again, the next call builds and serves."""
+    if not KERNEL:
+        pytest.skip("no C compiler here")
+    real = pa._compiler()
+    monkeypatch.setattr(pa, "_notice_shown", True)
+    pa._load_kernel.cache_clear()
+    try:
+        monkeypatch.setattr(pa, "_compiler", lambda: None)
+        assert "no C compiler" in pa.kernel_unavailable_reason(torch.empty(0, 2, 8), torch.empty(0, 1, 8, 4))
+        monkeypatch.setattr(pa, "_compiler", lambda: real)
+        assert pa.kernel_unavailable_reason(torch.empty(0, 2, 8), torch.empty(0, 1, 8, 4)) is None
+    finally:
+        pa._load_kernel.cache_clear()
