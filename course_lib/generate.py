@@ -13,6 +13,7 @@ import torch
 from course_lib.kv.dense import DenseKVCache
 from course_lib.padding import pad_batch
 from course_lib.tokenizer import EOS
+from course_lib.validate import check_has, check_int, check_sequence, check_tokens
 
 
 @torch.no_grad()
@@ -22,8 +23,11 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_i
     prompts: token-id lists (each >= 1 token)
     returns: for each prompt, its new tokens (ending with <EOS> if it was emitted)
     """
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens: must be an integer >= 0; got {max_new_tokens!r}")
+    check_has("model", model, ("config", "device"), "a TinyLM")
+    check_int("max_new_tokens", max_new_tokens, 0)
+    check_int("eos_id", eos_id, 0, model.config.vocab_size - 1, none_ok=True)
+    prompts = check_sequence("prompts", prompts, 1, what="a list of token-id lists")
+    prompts = [check_tokens(f"prompts[{i}]", p, model.config.vocab_size) for i, p in enumerate(prompts)]
     limit = model.config.max_position_embeddings
     for i, p in enumerate(prompts):
         if len(p) + max_new_tokens > limit:
@@ -58,9 +62,9 @@ def stream_greedy(model, prompt: Sequence[int], max_new_tokens: int, eos_id: int
     reads every earlier key and value from the cache (course_lib.kv.dense).
     Stops after <EOS> (which it yields) or `max_new_tokens` tokens.
     """
+    check_has("model", model, ("config", "device"), "a TinyLM")
     limit = model.config.max_position_embeddings
-    if not prompt:
-        raise ValueError("prompt: must hold at least one token")
+    prompt = check_tokens("prompt", prompt, model.config.vocab_size)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= limit - len(prompt):
         raise ValueError(f"max_new_tokens: must be an integer in [1, {limit - len(prompt)}] for a {len(prompt)}-token prompt; "
                          f"got {max_new_tokens!r}")

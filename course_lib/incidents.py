@@ -43,8 +43,10 @@ from course_lib.engine.request import State
 from course_lib.engine.scheduler import POLICIES, PREEMPTION_MODES
 from course_lib.engine.slo import SLO, gpu_like_clock, slo_report
 from course_lib.kv.base import KVAllocationError
+from course_lib.validate import check_bool, check_choice, check_float, check_int, check_mapping, check_type
 
 KV_STORES = ("contiguous", "paged")
+TARGET_OPS = ("<=", ">=", "==")
 RESERVATIONS = ("max", "pow2", "oracle")
 PLACEMENTS = ("first-fit", "best-fit", "buddy")
 
@@ -79,13 +81,10 @@ class ServerConfig:
 
     def __post_init__(self):
         def choice(name, allowed):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+            check_choice(name, getattr(self, name), allowed)
 
         def integer(name, lo, hi):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ValueError(f"{name}: must be an integer in [{lo}, {hi}]; got {v!r}")
+            check_int(name, getattr(self, name), lo, hi)
 
         choice("kv_store", KV_STORES)
         choice("reservation", RESERVATIONS)
@@ -96,8 +95,7 @@ class ServerConfig:
         integer("block_size", 1, 256)
         integer("max_running", 1, 64)
         integer("max_tokens_per_step", 1, 4096)
-        if not isinstance(self.prefix_caching, bool):
-            raise ValueError(f"prefix_caching: must be True or False; got {self.prefix_caching!r}")
+        check_bool("prefix_caching", self.prefix_caching)
         if self.kv_store == "paged" and self.kv_slots % self.block_size:
             raise ValueError(f"block_size: must divide kv_slots ({self.kv_slots}); got {self.block_size}")
 
@@ -286,8 +284,8 @@ class IncidentRun:
 
 def run_config(model, config: ServerConfig, requests: Sequence, slo: SLO, clock=None) -> IncidentRun:
     """Serve fresh copies of `requests` on the server `config` describes, with telemetry."""
-    if not isinstance(config, ServerConfig):
-        raise ValueError(f"config: must be a ServerConfig; got {type(config).__name__}")
+    check_type("config", config, ServerConfig)
+    check_type("slo", slo, SLO, "an SLO(ttft=..., tbt=...)")
     from course_lib.engine.priority import clone_tagged
     store = build_store(model, config)
     eng = MonitoredEngine(model, store, policy=config.policy, max_running=config.max_running,
@@ -327,7 +325,16 @@ class Target:
     bound: float
     label: str
 
+    def __post_init__(self):
+        check_type("metric", self.metric, str, "a metric name (a key of IncidentRun.metrics())")
+        check_choice("op", self.op, TARGET_OPS)
+        check_float("bound", self.bound)
+        check_type("label", self.label, str)
+
     def met(self, metrics: dict) -> bool:
+        check_mapping("metrics", metrics, "a dict of metrics (IncidentRun.metrics())")
+        if self.metric not in metrics:
+            raise ValueError(f"metrics: must hold {self.metric!r}; got the keys {', '.join(map(str, metrics))}")
         v = metrics[self.metric]
         return {"<=": v <= self.bound + 1e-9, ">=": v >= self.bound - 1e-9, "==": abs(v - self.bound) <= 1e-9}[self.op]
 
@@ -402,6 +409,7 @@ def documents_trace(seed: int = 0, n_chat: int = 20, n_docs: int = 5, rate_chat:
     """Incident c: streaming chat plus a few long documents to summarise (about 200-token prompts,
     a few tokens out), merged in arrival order. Tenant says which is which."""
     from course_lib.workloads import LengthDist, make_trace
+    check_int("seed", seed, 0)
     docs_dist = LengthDist("documents", 1600.0, 48.0, 0.25, 0.5, "course_lib.incidents (our assumption)")
     chat = make_trace("sharegpt", n=n_chat, rate=rate_chat, seed=seed, scale=1 / 8)
     docs = make_trace(docs_dist, n=n_docs, rate=rate_docs, seed=seed + 1, scale=1 / 8, max_len=4096)
@@ -471,9 +479,7 @@ _register(Incident(
 
 
 def get_incident(key: str) -> Incident:
-    if key not in INCIDENTS:
-        raise ValueError(f"incident: must be one of {', '.join(INCIDENTS)}; got {key!r}")
-    return INCIDENTS[key]
+    return INCIDENTS[check_choice("incident", key, INCIDENTS)]
 
 
 def run_incident(model, key: str, config: ServerConfig | None = None, seed: int = 0) -> IncidentRun:
@@ -502,6 +508,8 @@ def telemetry_summary(run: IncidentRun) -> dict:
 def stalls(run: IncidentRun, threshold: float) -> list[dict]:
     """The steps after which some stream waited longer than `threshold` (clock units) for its
     next token: the step, its duration, and what it held (prefill tokens, decodes)."""
+    check_type("run", run, IncidentRun)
+    check_float("threshold", threshold, 0, note="clock units")
     steps = run.result.steps
     ends = [s.end for s in steps]
     out = {}

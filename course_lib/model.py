@@ -23,7 +23,9 @@ import torch.nn.functional as F
 
 from course_lib.attention import padded_causal_mask, sdpa_attention
 from course_lib.kv.dense import DenseKVCache
+from course_lib.device import check_device
 from course_lib.tokenizer import VOCAB_SIZE
+from course_lib.validate import FLOAT_DTYPES, check_dtype, check_float, check_int, check_type
 
 
 @dataclass
@@ -40,11 +42,12 @@ class TinyLMConfig:
     initializer_range: float = 0.02       # std of the normal init of every weight matrix
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1; got {value!r}")
+        for name, hi in (("vocab_size", 1 << 20), ("hidden_size", 1 << 16), ("intermediate_size", 1 << 18),
+                         ("num_hidden_layers", 1024), ("num_attention_heads", 1024), ("num_key_value_heads", 1024),
+                         ("max_position_embeddings", 1 << 20)):
+            check_int(name, getattr(self, name), 1, hi)
+        for name in ("rope_theta", "rms_norm_eps", "initializer_range"):
+            check_float(name, getattr(self, name), 0, lo_open=True)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"num_attention_heads: must divide hidden_size ({self.hidden_size}); got {self.num_attention_heads}")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -265,6 +268,10 @@ def build_model(cfg: TinyLMConfig | None = None, seed: int = 0, device=None, dty
     """
     if weights not in WEIGHTS:
         raise ValueError(f"weights: must be one of {', '.join(map(repr, WEIGHTS))}; got {weights!r}")
+    device = None if device is None else check_device(device)     # a missing GPU: a ValueError naming `device`
+    check_dtype("dtype", dtype, FLOAT_DTYPES)
+    check_type("cfg", cfg, TinyLMConfig, none_ok=True)
+    check_int("seed", seed, 0)
     if weights == "trained":
         from course_lib.pretrained import load_pretrained
 

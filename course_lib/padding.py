@@ -16,13 +16,14 @@ from typing import Any, Sequence
 import torch
 
 from course_lib.tokenizer import PAD
+from course_lib.validate import check_choice, check_int, check_ints, check_sequence, check_tensor, check_tokens
 
 SIDES = ("left", "right")
+MAX_PADDED_LENGTH = 1 << 20    # no padded row is longer than this
 
 
 def _check_side(side: str) -> None:
-    if side not in SIDES:
-        raise ValueError(f"side: must be 'left' or 'right'; got {side!r}")
+    check_choice("side", side, SIDES)
 
 
 def pad_tokens(seqs: Sequence[Sequence[Any]], pad: Any = "<pad>", side: str = "right",
@@ -35,8 +36,11 @@ def pad_tokens(seqs: Sequence[Sequence[Any]], pad: Any = "<pad>", side: str = "r
     length: the target length (default: the longest sequence); must be >= every length.
     """
     _check_side(side)
+    seqs = check_sequence("seqs", seqs, what="a list of token lists")
+    for i, s in enumerate(seqs):
+        check_sequence(f"seqs[{i}]", s, what="a list of tokens")
     longest = max((len(s) for s in seqs), default=0)
-    target = longest if length is None else length
+    target = longest if length is None else check_int("length", length, 0, MAX_PADDED_LENGTH)
     if target < longest:
         raise ValueError(f"length: must be >= the longest sequence ({longest}); got {target}")
     out = []
@@ -47,9 +51,14 @@ def pad_tokens(seqs: Sequence[Sequence[Any]], pad: Any = "<pad>", side: str = "r
 
 
 def attention_mask_from_lengths(lengths: Sequence[int], side: str = "left", length: int | None = None) -> torch.Tensor:
-    """(B, T) long mask: 1 where a real token sits, 0 on padding."""
+    """(B, T) long mask: 1 where a real token sits, 0 on padding.
+
+    length: T (default: the longest); must be >= every length (a mask never cuts tokens off)."""
     _check_side(side)
-    T = max(lengths, default=0) if length is None else length
+    lengths = check_ints("lengths", lengths, 0, MAX_PADDED_LENGTH)
+    longest = max(lengths, default=0)
+    T = longest if length is None else check_int("length", length, longest, MAX_PADDED_LENGTH,
+                                                  note="the longest length or more")
     idx = torch.arange(T)[None, :]                                   # (1, T)
     lens = torch.tensor(list(lengths), dtype=torch.long)[:, None]    # (B, 1)
     real = idx >= (T - lens) if side == "left" else idx < lens       # (B, T)
@@ -61,6 +70,7 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
 
     Left padding: [0 0 1 1 1] -> [0 0 0 1 2]. Padding slots get 0 (they are masked anyway).
     """
+    check_tensor("mask", mask, ndim=2)
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
@@ -85,11 +95,9 @@ def pad_batch(seqs: Sequence[Sequence[int]], side: str = "left", pad_id: int = P
     sits in the last column, where the next token is predicted.
     """
     _check_side(side)
-    if len(seqs) == 0:
-        raise ValueError("seqs: need at least one sequence; got none")
-    for i, s in enumerate(seqs):
-        if len(s) == 0:
-            raise ValueError(f"seqs[{i}]: length must be >= 1; got an empty sequence")
+    seqs = check_sequence("seqs", seqs, 1, what="a list of token-id lists")
+    seqs = [check_tokens(f"seqs[{i}]", s) for i, s in enumerate(seqs)]
+    check_int("pad_id", pad_id, 0)
     ids = torch.tensor(pad_tokens(seqs, pad=pad_id, side=side), dtype=torch.long, device=device)  # (B, T)
     mask = attention_mask_from_lengths([len(s) for s in seqs], side).to(device)                  # (B, T)
     return PaddedBatch(ids, mask, position_ids_from_mask(mask), [len(s) for s in seqs], side)
@@ -127,9 +135,7 @@ class PaddingStats:
 
 def padding_stats(lengths: Sequence[int]) -> PaddingStats:
     """Waste of padding sequences of these lengths into one (B, max(lengths)) batch."""
-    lengths = [int(n) for n in lengths]
-    if any(n < 0 for n in lengths):
-        raise ValueError(f"lengths: every length must be >= 0; got {lengths}")
+    lengths = check_ints("lengths", lengths, 0)
     B, T = len(lengths), max(lengths, default=0)
     return PaddingStats(
         batch_size=B,
@@ -144,6 +150,7 @@ def padding_stats(lengths: Sequence[int]) -> PaddingStats:
 def batches_in_order(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of `batch_size` in arrival order (no sorting)."""
     _check_batch_size(batch_size)
+    lengths = check_ints("lengths", lengths, 0)
     idx = list(range(len(lengths)))
     return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
 
@@ -159,6 +166,7 @@ def bucket_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]
     Ties keep arrival order, so the result is deterministic.
     """
     _check_batch_size(batch_size)
+    lengths = check_ints("lengths", lengths, 0)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     n, r = len(order), len(order) % batch_size
     best, best_slots = None, None
@@ -173,11 +181,13 @@ def bucket_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]
 
 def total_waste(lengths: Sequence[int], batches: list[list[int]]) -> float:
     """Share of padded slots that are padding, over several batches."""
+    lengths = check_ints("lengths", lengths, 0)
+    for j, b in enumerate(check_sequence("batches", batches, what="a list of index lists")):
+        check_ints(f"batches[{j}]", b, 0, len(lengths) - 1)
     slots = sum(len(b) * max((lengths[i] for i in b), default=0) for b in batches)
     real = sum(lengths[i] for b in batches for i in b)
     return 1 - real / slots if slots else 0.0
 
 
 def _check_batch_size(batch_size: int) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: must be an integer >= 1; got {batch_size!r}")
+    check_int("batch_size", batch_size, 1)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+from course_lib.validate import check_bool, check_int, check_tokens, check_type
+
 PAD = 256
 SOS = 257
 EOS = 258
@@ -28,18 +30,18 @@ SPECIAL_IDS = {name: i for i, name in SPECIAL_NAMES.items()}
 
 def encode(text: str, sos: bool = True, eos: bool = False) -> list[int]:
     """Text -> token ids (one id per UTF-8 byte), optionally framed by <SOS>/<EOS>."""
-    if not isinstance(text, str):
-        raise ValueError(f"text: must be a str; got {type(text).__name__}")
+    check_type("text", text, str)
+    check_bool("sos", sos)
+    check_bool("eos", eos)
     ids = list(text.encode("utf-8"))
     return ([SOS] if sos else []) + ids + ([EOS] if eos else [])
 
 
 def decode(ids: Iterable[int], skip_special: bool = True) -> str:
     """Token ids -> text. Special tokens are dropped (or shown by name)."""
+    check_bool("skip_special", skip_special)
     out, buf = [], bytearray()
-    for i in ids:
-        i = int(i)
-        _check_id(i)
+    for i in check_tokens("ids", ids, VOCAB_SIZE, min_len=0):
         if i < 256:
             buf.append(i)
             continue
@@ -58,6 +60,8 @@ def render(ids: Sequence[int], words: bool = True) -> list[str]:
                 [PAD, SOS, *b"I like"] -> ["<pad>", "<SOS>", "I", "like"]
     words=False shows one entry per id (bytes as characters, space as '␣').
     """
+    check_bool("words", words)
+    ids = check_tokens("ids", ids, VOCAB_SIZE, min_len=0)
     tokens: list[str] = []
     buf = bytearray()
 
@@ -67,8 +71,6 @@ def render(ids: Sequence[int], words: bool = True) -> list[str]:
             buf.clear()
 
     for i in ids:
-        i = int(i)
-        _check_id(i)
         if i >= 256:
             flush()
             tokens.append(SPECIAL_NAMES[i])
@@ -82,5 +84,4 @@ def render(ids: Sequence[int], words: bool = True) -> list[str]:
 
 
 def _check_id(i: int) -> None:
-    if not 0 <= i < VOCAB_SIZE:
-        raise ValueError(f"token id: must be in [0, {VOCAB_SIZE - 1}]; got {i}")
+    check_int("token id", i, 0, VOCAB_SIZE - 1)

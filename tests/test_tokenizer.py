@@ -28,7 +28,9 @@ def test_seed_picture_is_reproducible_from_ids():
 
 def test_render_per_byte_and_bad_ids():
     assert render(encode("a b", sos=False), words=False) == ["a", "␣", "b"]
-    with pytest.raises(ValueError, match="token id"):
+    with pytest.raises(ValueError, match=r"ids\[0\]: must be an integer in \[0, 258\]; got 300"):
         decode([300])
+    with pytest.raises(TypeError, match=r"ids\[1\]"):
+        decode([65, 66.7])                   # a float id is an error, never truncated
     with pytest.raises(ValueError, match="text"):
         encode(123)

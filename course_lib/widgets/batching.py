@@ -12,6 +12,8 @@ import ipywidgets as W
 from course_lib.engine import Engine, PrefillFirst, Request
 from course_lib.engine.metrics import mean, ttft_tpot
 from course_lib.plots.timeline import timeline
+from course_lib.validate import check_choice, check_has, check_type
+from course_lib.validate import check_int as vcheck_int
 from course_lib.widgets import Panel, check_int, parse_int_list
 
 POLICY_CHOICES = {
@@ -80,6 +82,14 @@ def batching_panel(model, prompt_lens: str = "12, 12, 12, 4", output_lens: str =
                    budget: int = 32, step_mode: str = "packed", kv_capacity: int = 0) -> Panel:
     """The learner's panel: requests (lengths, arrival steps), policy, limits -> timeline + latencies.
     Returns the Panel, not yet shown: call `.show()`."""
+    check_has("model", model, ("forward_ctx", "config"), "a TinyLM")
+    for name, text in (("prompt_lens", prompt_lens), ("output_lens", output_lens), ("arrivals", arrivals)):
+        check_type(name, text, str, "a comma-separated string of integers, e.g. '12, 4'")
+    check_choice("policy", policy, POLICY_CHOICES.values())
+    check_choice("step_mode", step_mode, ("packed", "padded"))
+    vcheck_int("max_running", max_running, 1, 16)
+    vcheck_int("budget", budget, 1, 512)
+    vcheck_int("kv_capacity", kv_capacity, 0, 4096)
     label = {v: k for k, v in POLICY_CHOICES.items()}
     style = {"description_width": "initial"}
     controls = {

@@ -7,6 +7,8 @@ import ipywidgets as W
 
 from course_lib.costs import measure_attention_costs
 from course_lib.plots.padding import batch_heatmap
+from course_lib.device import check_device
+from course_lib.validate import check_int as vcheck_int
 from course_lib.widgets import Panel, check_int, parse_int_list
 
 MAX_SEQUENCES = 8
@@ -43,6 +45,9 @@ def padding_report(n_sequences, lengths_text: str, side: str, max_len: int, devi
 
 def padding_panel(max_len: int = 512, device=None) -> Panel:
     """The interactive panel of lesson 01."""
+    vcheck_int("max_len", max_len, 1, 4096)
+    if device is not None:
+        check_device(device)
     controls = {
         "n_sequences": W.IntSlider(value=3, min=1, max=MAX_SEQUENCES, description="sequences"),
         "lengths_text": W.Text(value="4, 7, 2", description="lengths", continuous_update=False),

@@ -24,7 +24,9 @@ from course_lib.engine.priority import (Ageing, FairShare, PriorityEngine, clone
 from course_lib.engine.scheduler import PrefillFirst
 from course_lib.engine.slo import SLO, gpu_like_clock, slo_report
 from course_lib.plots.scheduling import latency_cdf, pipeline_gantt, request_gantt, table_figure, telemetry
-from course_lib.widgets import Panel, check_int
+from course_lib.validate import check_bool, check_choice, check_float, check_has, check_int, check_type
+from course_lib.widgets import Panel
+from course_lib.widgets import check_int as check_field
 
 TRACES = {
     "chat + long documents (cost-model clock)": "documents",
@@ -48,7 +50,9 @@ QUEUES = {
 }
 
 
-def make_queue(name: str, ageing_rate: float):
+def make_queue(name: str, ageing_rate: float = 0.1):
+    """The queue policy of one of the panel's names (QUEUES' values)."""
+    check_choice("queue", name, QUEUES.values())
     if name == "ageing":
         return Ageing(ageing_rate)
     return {"fcfs": fcfs, "priority": highest_priority_first, "edf": earliest_deadline_first,
@@ -57,6 +61,8 @@ def make_queue(name: str, ageing_rate: float):
 
 def trace_for(kind: str, seed: int = 0):
     """(requests, clock, SLO) of one of the panel's traces."""
+    check_choice("trace", kind, TRACES.values())
+    check_int("seed", seed, 0)
     if kind == "documents":
         from course_lib.incidents import documents_trace
         return documents_trace(seed, n_chat=16, n_docs=4), gpu_like_clock(), SLO(ttft=0.3, tbt=0.04)
@@ -71,6 +77,9 @@ def trace_for(kind: str, seed: int = 0):
 def run_scheduling(model, kind: str, batching: str, queue: str, ageing_rate: float, preempt: bool,
                    max_running: int, budget: int, seed: int = 0):
     """One run of the panel's settings. Returns (result, slo)."""
+    check_choice("batching", batching, BATCHING.values())
+    check_choice("queue", queue, QUEUES.values())
+    check_bool("preempt", preempt)
     reqs, clock, slo = trace_for(kind, seed)
     if batching == "disaggregated":
         if queue != "fcfs" or preempt:
@@ -103,6 +112,14 @@ def percentile_table(res, slo):
 def scheduling_panel(model, trace: str = "documents", batching: str = "prefill-first", queue: str = "fcfs",
                      ageing_rate: float = 0.1, preempt: bool = False, max_running: int = 8, budget: int = 512) -> Panel:
     """The learner's panel for lesson 06."""
+    check_has("model", model, ("forward_ctx", "config"), "a TinyLM")
+    check_choice("trace", trace, TRACES.values())
+    check_choice("batching", batching, BATCHING.values())
+    check_choice("queue", queue, QUEUES.values())
+    check_float("ageing_rate", ageing_rate, 0, 10)
+    check_bool("preempt", preempt)
+    check_int("max_running", max_running, 1, 16)
+    check_int("budget", budget, 1, 1024)
     st = {"description_width": "initial"}
     inv = lambda d, v: {b: a for a, b in d.items()}[v]
     controls = {
@@ -116,8 +133,8 @@ def scheduling_panel(model, trace: str = "documents", batching: str = "prefill-f
     }
 
     def update(trace, batching, queue, ageing_rate, preempt, max_running, budget):
-        slots = check_int(max_running, "batch slots", 1, 16)
-        tokens = check_int(budget, "tokens per step", 1, 1024)
+        slots = check_field(max_running, "batch slots", 1, 16)
+        tokens = check_field(budget, "tokens per step", 1, 1024)
         try:
             rate = float(ageing_rate)
         except (TypeError, ValueError):
@@ -142,11 +159,12 @@ def scheduling_panel(model, trace: str = "documents", batching: str = "prefill-f
 # ---- lesson 07 -----------------------------------------------------------------------------------------------
 def incident_panel(model, key: str = "b", config=None) -> Panel:
     """Change the server's knobs for incident `key` (the memory budget stays); the same trace runs again."""
-    from course_lib.incidents import KV_STORES, PLACEMENTS, RESERVATIONS, get_incident
+    from course_lib.incidents import KV_STORES, PLACEMENTS, RESERVATIONS, ServerConfig, get_incident
     from course_lib.engine.scheduler import POLICIES
 
+    check_has("model", model, ("forward_ctx", "config"), "a TinyLM")
     inc = get_incident(key)
-    cfg = config or inc.config
+    cfg = check_type("config", config, ServerConfig, none_ok=True) or inc.config
     st = {"description_width": "initial"}
     controls = {
         "kv_store": W.Dropdown(options=list(KV_STORES), value=cfg.kv_store, description="KV store", style=st),
@@ -164,9 +182,9 @@ def incident_panel(model, key: str = "b", config=None) -> Panel:
                max_tokens_per_step, preemption):
         current = inc
         new = replace(current.config, kv_store=kv_store, reservation=reservation, placement=placement,
-                      block_size=check_int(block_size, "block size", 1, 256), prefix_caching=bool(prefix_caching),
-                      policy=policy, max_running=check_int(max_running, "batch slots", 1, 64),
-                      max_tokens_per_step=check_int(max_tokens_per_step, "tokens per step", 1, 4096),
+                      block_size=check_field(block_size, "block size", 1, 256), prefix_caching=bool(prefix_caching),
+                      policy=policy, max_running=check_field(max_running, "batch slots", 1, 64),
+                      max_tokens_per_step=check_field(max_tokens_per_step, "tokens per step", 1, 4096),
                       preemption=preemption)
         run = current.run(model, new)
         m = run.metrics()
