@@ -55,7 +55,7 @@ def edf_with_batch_deadline(req):
 
 def test_deadline_policy_accepts_answers_on_public_and_other_traces(capsys):
     assert verdict(capsys, chk.check_deadline_policy, edf_with_batch_deadline, seeds=(0, 3, 9)).startswith("✅")
-    from course_lib.engine.priority import Ageing
+    from course_lib.engine.queues import Ageing
     assert verdict(capsys, chk.check_deadline_policy, Ageing(0.08), seeds=(0, 5)).startswith("✅")
 
 

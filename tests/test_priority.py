@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from course_lib.engine import Request, State
-from course_lib.engine.priority import (Ageing, FairShare, PriorityEngine, PriorityRequest, QueuePolicy,
-                                        as_key, class_report, clone_tagged, deadline_trace, earliest_deadline_first,
-                                        expected_work, fcfs, highest_priority_first, mixed_trace, serve_priority,
-                                        shortest_job_first, starvation, tag, two_class_trace, wait_time)
+from course_lib.engine.priority import (PriorityEngine, PriorityRequest, class_report, clone_tagged, deadline_trace,
+                                        mixed_trace, serve_priority, starvation, tag, two_class_trace, wait_time)
+from course_lib.engine.queues import (Ageing, FairShare, QueuePolicy, as_key, earliest_deadline_first, expected_work,
+                                      fcfs, highest_priority_first, shortest_job_first)
 from course_lib.generate import generate
 from course_lib.kv.paged import PagedKVStore
 from course_lib.kv.reference import ReferenceKVStore
@@ -92,7 +92,7 @@ def test_engine_refuses_bad_combinations():
         PriorityEngine(MODEL, queue=FairShare(), preempt=True)
     with pytest.raises(ValueError, match="continuous"):
         PriorityEngine(MODEL, policy="static", preempt=True)
-    with pytest.raises(ValueError, match="queue"):
+    with pytest.raises(TypeError, match="order"):       # one way to order the queue: queue=
         PriorityEngine(MODEL, order=fcfs)
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from course_lib.engine import (ChunkedPrefill, DecodeFirst, Engine, Limits, Plan, Policy, PrefillFirst, Rejection,
-                               Request, Scheduler, State, StaticBatching, by_priority, make_policy, prefill_share, serve)
+                               Request, Scheduler, State, StaticBatching, highest_priority_first, make_policy,
+                               prefill_share, serve)
 from course_lib.kv.reference import ReferenceKVStore
 from course_lib.model import TinyLMConfig, build_model
 
@@ -137,7 +138,7 @@ def test_order_key_admits_higher_priority_first():
     reqs = [Request([65] * 3, 4, arrival=0, rid=0), Request([66] * 3, 4, arrival=1, rid=1, priority=0),
             Request([67] * 3, 4, arrival=1, rid=2, priority=5)]
     fcfs = run(reqs, policy="decode-first", max_running=1)
-    prio = run(reqs, policy="decode-first", max_running=1, order=by_priority)
+    prio = run(reqs, policy="decode-first", max_running=1, queue=highest_priority_first)
     assert fcfs.requests[1].first_token_step < fcfs.requests[2].first_token_step
     assert prio.requests[2].first_token_step < prio.requests[1].first_token_step
 
@@ -157,7 +158,7 @@ class PreemptForPriority(DecodeFirst):
 def test_a_policy_can_preempt_for_priority():
     reqs = [Request([65] * 3, 12, arrival=0, rid=0, priority=0, eos_id=None),
             Request([66] * 3, 3, arrival=2, rid=1, priority=9, eos_id=None)]
-    res = run(reqs, policy=PreemptForPriority(), max_running=1, order=by_priority)
+    res = run(reqs, policy=PreemptForPriority(), max_running=1, queue=highest_priority_first)
     low, high = res.requests
     assert low.num_preemptions == 1 and high.finish_step < low.finish_step
     assert [r.state for r in res.requests] == [State.FINISHED, State.FINISHED]

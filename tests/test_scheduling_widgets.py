@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from course_lib.engine.disagg import serve_disaggregated
-from course_lib.engine.priority import Ageing, serve_priority, two_class_trace
+from course_lib.engine.priority import serve_priority, two_class_trace
+from course_lib.engine.queues import Ageing
 from course_lib.engine.slo import SLO
 from course_lib.incidents import get_incident
 from course_lib.model import TinyLMConfig, build_model

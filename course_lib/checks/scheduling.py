@@ -1,7 +1,7 @@
 """Checks for lesson 06's exercise (scheduling policies and disaggregation).
 
 The expected answers come from course_lib itself: the ageing rule from
-course_lib.engine.priority.Ageing, the goals of the deadline task from runs of
+course_lib.engine.queues.Ageing, the goals of the deadline task from runs of
 the real engine (PriorityEngine, a step clock, so every verdict is
 deterministic), the hand-over size from real KV packets copied out of real
 stores (course_lib.engine.disagg.export_kv), the SLO verdicts from
@@ -16,7 +16,8 @@ from functools import lru_cache
 import torch
 
 from course_lib.checks.core import Case, run_cases
-from course_lib.engine.priority import Ageing, PriorityEngine, deadline_trace, starvation, two_class_trace, clone_tagged
+from course_lib.engine.priority import PriorityEngine, clone_tagged, deadline_trace, starvation, two_class_trace
+from course_lib.engine.queues import Ageing
 from course_lib.engine.request import Request, State
 from course_lib.engine.slo import SLO, meets
 

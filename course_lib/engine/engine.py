@@ -69,11 +69,12 @@ class Engine:
     step_mode: 'packed' or 'padded'
     clock:    'measured', 'steps' or a clock object with cost(wall_s, tokens, seqs)
     sampler:  callable (requests, logits (S, V)) -> tokens; default greedy/seeded
-    order:    key function ordering the waiting queue and choosing victims
+    queue:    the queue policy (engine/queues.py): 'fcfs' (default), 'priority', 'edf',
+              ..., a key function (req) or (req, now), or a QueuePolicy; it orders
+              the waiting queue and chooses preemption victims
     scheduler: the scheduler's class, or any factory called as
-              scheduler(store, policy, limits, preemption, order): a subclass
-              changes how requests are ordered or admitted (engine/priority.py,
-              engine/disagg.py) without the engine building one to throw away
+              scheduler(store, policy, limits, preemption, queue): a subclass
+              changes how requests are admitted (engine/disagg.py)
     attention: packed steps only: 'store' (the store's own step context: one
               attention call per request, the readable path), 'batched' (decodes
               in one call: BatchedDecodeContext), 'auto' (batched unless the
@@ -83,7 +84,7 @@ class Engine:
     def __init__(self, model, store: KVStore | None = None, policy: str | Policy = "prefill-first",
                  max_running: int = 8, max_tokens_per_step: int = 256, preemption: str = "recompute",
                  step_mode: str = "packed", clock="measured", sampler: Callable | None = None,
-                 order: Callable | None = None, kv_capacity: int | None = None, attention: str = "auto",
+                 queue="fcfs", kv_capacity: int | None = None, attention: str = "auto",
                  scheduler: Callable[..., Scheduler] = Scheduler):
         check_has("model", model, ("forward_ctx", "config", "device"), "a TinyLM (anything with forward_ctx and .config)")
         check_type("store", store, KVStore, "a KVStore (e.g. PagedKVStore.for_model(model, ...))", none_ok=True)
@@ -96,7 +97,7 @@ class Engine:
         self.model = model
         self.store = store if store is not None else ReferenceKVStore.for_model(model, capacity=kv_capacity)
         self.limits = Limits(max_running, max_tokens_per_step)
-        self.scheduler = scheduler(self.store, policy, self.limits, preemption, order)
+        self.scheduler = scheduler(self.store, policy, self.limits, preemption, queue)
         self.step_mode, self.clock = step_mode, make_clock(clock)
         own_context = type(self.store).step_context is not KVStore.step_context
         self.attention = ("store" if own_context else "batched") if attention == "auto" else attention

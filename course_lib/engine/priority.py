@@ -7,36 +7,15 @@ crowded out by a free one. This module lets the waiting queue be ordered by a
 **queue policy** and lets an important newcomer **preempt** a less important
 running request, without touching the engine.
 
-A queue policy is a key: smaller keys run first. Any of these plugs in:
+What a queue policy is, and the built-in ones (fcfs, highest_priority_first,
+earliest_deadline_first, shortest_job_first, Ageing, FairShare): engine/queues.py.
+Every engine takes one as `queue=`; this module adds what priorities need on top:
 
-    def my_policy(req):              # a plain function of the request
-        return -req.priority
-    def my_policy(req, now):         # ... or of the request and the clock
-        return req.deadline - now
-    class MyPolicy(QueuePolicy):     # ... or a small class that may keep state
-        def key(self, req, now): ...
-
-The scheduler appends (arrival, rid) to every key, so ties are broken first
-come, first served and the order is always total and deterministic.
-
-Built in:
-
-    fcfs                      arrival order (lesson 03's default)
-    highest_priority_first    larger `priority` first (strict priority classes)
-    earliest_deadline_first   the smallest deadline (EDF); no deadline = last
-    shortest_job_first        the fewest expected tokens of work (SJF)
-    Ageing(rate)              priority + rate * time waited since arrival
-    FairShare(weights)        the tenant that has received the least service, per weight
-
-**Starvation.** Strict priority (or SJF) can make a request wait forever: as
-long as more important (or shorter) requests keep arriving, a low-priority (or
-long) one is never first. **Ageing** fixes it: a request's effective priority
-grows with the time it has waited, so any request eventually outranks the
-newcomers. Ageing by time since *arrival* has a useful property: every
-request ages at the same rate, so the ORDER of two requests never changes over
-time (only their absolute values do). It is the same as giving each request a
-virtual arrival time `arrival - priority / rate`, and it cannot make two
-requests preempt each other back and forth.
+    PriorityRequest   a request with a tenant, a first-token deadline and an expected length
+    Preemptive        a policy wrapper: a more important newcomer takes a running one's place
+    PriorityEngine    the engine with `queue=` and `preempt=`
+    traces            two_class_trace (starvation), mixed_trace, deadline_trace
+    reports           class_report, starvation, wait_time
 
 **Preemption** (`preempt=True`): before each step, if the most important
 waiting request cannot get a batch slot (or KV memory), the least important
@@ -46,25 +25,23 @@ keys whose order does not flip over time (priority, ageing, EDF, SJF); a key
 that changes as requests run (FairShare) would preempt back and forth, so
 FairShare says `preemptive = False` and the scheduler refuses the combination.
 
-    from course_lib.engine.priority import PriorityEngine, Ageing
+    from course_lib.engine.priority import PriorityEngine
+    from course_lib.engine.queues import Ageing
     res = PriorityEngine(model, policy="chunked", queue=Ageing(rate=0.5), preempt=True,
                          clock="steps").run(requests)
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from course_lib.engine.engine import Engine
 from course_lib.engine.metrics import EngineResult, percentile
+from course_lib.engine.queues import QueuePolicy, as_key, fcfs, queue_name
 from course_lib.engine.request import Request, State
-from course_lib.engine.scheduler import Limits, Plan, Policy, Scheduler, make_policy
-from course_lib.validate import (check_bool, check_callable, check_choice, check_float, check_has, check_int, check_mapping,
-                                 check_sequence, check_type)
+from course_lib.engine.scheduler import Plan, Policy, Scheduler, make_policy
+from course_lib.validate import check_bool, check_choice, check_float, check_has, check_int, check_sequence, check_type
 
 MAX_TRACE = 100_000      # the most requests of one class a hand-made trace holds
 
@@ -108,184 +85,7 @@ def clone_tagged(requests: Iterable[Request]) -> list[PriorityRequest]:
     return [tag(r) for r in requests]
 
 
-# ---- queue policies ----------------------------------------------------------------------------
-class QueuePolicy:
-    """Base class for a queue policy with state. Override `key(req, now)`: smaller runs first.
-
-    `bind(scheduler)` is called once by the scheduler that uses the policy, so
-    `self.scheduler` can read the queues (e.g. `self.scheduler.requests()`).
-    `preemptive`: may the scheduler preempt running requests by this key?
-    (False for keys whose order can flip while requests run.)
-    """
-
-    name = "queue policy"
-    preemptive = True
-    scheduler: Scheduler | None = None
-
-    def bind(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
-
-    def key(self, req: Request, now: float) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def __call__(self, req: Request, now: float = 0.0) -> Any:
-        return self.key(req, now)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
-def fcfs(req: Request) -> float:
-    """First come, first served."""
-    return req.arrival
-
-
-def highest_priority_first(req: Request) -> float:
-    """Strict priority classes: the largest `priority` first (ties: first come, first served)."""
-    return -req.priority
-
-
-def earliest_deadline_first(req: Request) -> float:
-    """EDF: the request whose first-token deadline comes soonest; no deadline goes last."""
-    deadline = getattr(req, "deadline", None)
-    return math.inf if deadline is None else deadline
-
-
-def expected_work(req: Request) -> int:
-    """Tokens of work the server expects a request still needs: the prompt tokens it has
-    not computed plus the output tokens it is expected to produce and has not produced."""
-    guess = getattr(req, "expected_output", None) or req.max_new_tokens
-    return max(0, len(req.prompt) - req.num_computed) + max(0, guess - len(req.output))
-
-
-def shortest_job_first(req: Request) -> int:
-    """SJF: the least expected work first (a guess of the output length, not the truth)."""
-    return expected_work(req)
-
-
-class Ageing(QueuePolicy):
-    """Priority that grows with waiting: effective = priority + rate * (now - arrival).
-
-    rate: priority points gained per clock unit (per step with a step clock).
-    A low-priority request that arrived `dp / rate` time units before a
-    high-priority one (dp = the priority difference) goes first: nobody waits
-    forever. rate=0 is strict priority.
-    """
-
-    name = "ageing"
-
-    def __init__(self, rate: float = 0.1):
-        self.rate = check_float("rate", rate, 0, note="priority per clock unit")
-
-    def effective_priority(self, req: Request, now: float) -> float:
-        return req.priority + self.rate * (now - req.arrival)
-
-    def key(self, req: Request, now: float) -> float:
-        return -self.effective_priority(req, now)
-
-    def __repr__(self) -> str:
-        return f"Ageing(rate={self.rate:g})"
-
-
-class FairShare(QueuePolicy):
-    """Per-tenant fair share: the tenant that has received the least service (output
-    tokens generated so far, divided by its weight) goes first.
-
-    weights: {tenant: weight}; a tenant with weight 2 is entitled to twice the tokens
-    (missing tenants weigh 1). Its order changes as requests run, so it never preempts.
-    """
-
-    name = "fair share"
-    preemptive = False
-
-    def __init__(self, weights: dict[str, float] | None = None):
-        weights = dict(check_mapping("weights", weights, "a dict {tenant: weight} or None") if weights else {})
-        for tenant, w in weights.items():
-            weights[tenant] = check_float(f"weights[{tenant!r}]", w, 0, lo_open=True)
-        self.weights = weights
-
-    def service(self) -> dict[str, int]:
-        """Output tokens each tenant has received so far (from the scheduler's requests)."""
-        out: dict[str, int] = {}
-        if self.scheduler is not None:
-            for r in self.scheduler.requests():
-                t = getattr(r, "tenant", "default")
-                out[t] = out.get(t, 0) + len(r.output)
-        return out
-
-    def key(self, req: Request, now: float) -> float:
-        tenant = getattr(req, "tenant", "default")
-        return self.service().get(tenant, 0) / self.weights.get(tenant, 1.0)
-
-    def __repr__(self) -> str:
-        return f"FairShare(weights={self.weights})"
-
-
-QUEUES: dict[str, Callable[[], Any]] = {
-    "fcfs": lambda: fcfs,
-    "priority": lambda: highest_priority_first,
-    "edf": lambda: earliest_deadline_first,
-    "sjf": lambda: shortest_job_first,
-    "ageing": lambda: Ageing(0.1),
-    "fair-share": lambda: FairShare(),
-}
-
-
-def queue_name(queue) -> str:
-    if isinstance(queue, str):
-        return queue
-    return getattr(queue, "name", None) if isinstance(queue, QueuePolicy) else getattr(queue, "__name__", repr(queue))
-
-
-def as_key(queue) -> Callable[[Request, float], Any]:
-    """Normalise a queue policy to a function (req, now) -> key.
-
-    Accepts a name from QUEUES, a QueuePolicy, or a callable of one argument
-    (req) or two (req, now)."""
-    if isinstance(queue, str):
-        queue = QUEUES[check_choice("queue", queue, QUEUES, what="a QueuePolicy or a callable")]()
-    if isinstance(queue, QueuePolicy):
-        return queue.key
-    check_callable("queue", queue, f"one of {', '.join(QUEUES)}, a callable key(req) or key(req, now), "
-                                   f"or a QueuePolicy")
-    try:
-        sig = inspect.signature(queue).parameters.values()
-        positional = [p for p in sig if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        required = [p for p in positional if p.default is p.empty]
-        varargs = any(p.kind is p.VAR_POSITIONAL for p in sig)
-    except (TypeError, ValueError):          # a builtin without a signature: assume key(req)
-        positional, required, varargs = [None], [None], False
-    if len(required) <= 2 and (len(positional) >= 2 or varargs):
-        return queue
-    if len(positional) == 1 and len(required) == 1:
-        return lambda req, now: queue(req)
-    raise ValueError(f"queue: a key function takes (req) or (req, now); {queue!r} needs {len(required)} argument(s)")
-
-
-# ---- the scheduler and the preemption rule ---------------------------------------------------------
-class PriorityScheduler(Scheduler):
-    """The engine's scheduler with a queue policy that may read the clock.
-
-    `self.key(req)` = (queue key at the current step's time, arrival, rid): it
-    orders the waiting queue, the packing order of running requests, and the
-    victims of memory preemption (largest key first), as in the base class.
-    """
-
-    def __init__(self, store, policy="chunked", limits: Limits | None = None, preemption: str = "recompute",
-                 order=None, queue=fcfs):
-        if order is not None:
-            raise ValueError("order: give a queue policy as `queue=` (PriorityScheduler builds the order from it)")
-        self.queue = queue
-        self._queue_key = as_key(queue)
-        super().__init__(store, policy, limits, preemption, order=self._full_key)
-        self.priority_preemptions: list[tuple[float, int, int]] = []   # (time, victim rid, for rid)
-        if isinstance(queue, QueuePolicy):
-            queue.bind(self)
-
-    def _full_key(self, req: Request) -> tuple:
-        return (self._queue_key(req, self.now), req.arrival, req.rid)
-
-
+# ---- the preemption rule ------------------------------------------------------------------------
 class Preemptive(Policy):
     """Wraps a continuous policy: before it plans, make room for more important waiting requests.
 
@@ -302,6 +102,7 @@ class Preemptive(Policy):
                              f"until its whole batch ends")
         self.memory = bool(memory)
         self.name = f"{self.base.name}+preempt"
+        self.preemptions: list[tuple[float, int, int]] = []     # (time, victim rid, for rid), every one it made
 
     def _outranks(self, s: Scheduler, waiting: Request, running: Request) -> bool:
         return s.key(waiting) < s.key(running)
@@ -335,12 +136,9 @@ class Preemptive(Policy):
         except ValueError:
             return True            # the store cannot judge this request; let admission decide
 
-    @staticmethod
-    def _preempt(s: Scheduler, victim: Request, for_req: Request) -> None:
+    def _preempt(self, s: Scheduler, victim: Request, for_req: Request) -> None:
         s.preempt(victim)
-        log = getattr(s, "priority_preemptions", None)
-        if log is not None:
-            log.append((getattr(s, "now", 0.0), victim.rid, for_req.rid))
+        self.preemptions.append((s.now, victim.rid, for_req.rid))
 
     def __repr__(self) -> str:
         return f"Preemptive({self.base!r})"
@@ -358,27 +156,24 @@ class PriorityEngine(Engine):
 
     def __init__(self, model, store=None, policy: str | Policy = "chunked", queue=fcfs, preempt: bool = False,
                  **engine_kwargs):
-        if "order" in engine_kwargs:
-            raise ValueError("order: give a queue policy as `queue=` (PriorityEngine builds the order from it)")
         preempt = check_bool("preempt", preempt)
         if preempt and isinstance(queue, QueuePolicy) and not queue.preemptive:
             raise ValueError(f"preempt: {queue!r} changes its order while requests run, so preempting by it would "
                              f"thrash; use preempt=False")
         as_key(queue)                                     # fail early on a bad queue policy
         base = make_policy(policy)
-        super().__init__(model, store, policy=Preemptive(base) if preempt else base,
-                         scheduler=functools.partial(PriorityScheduler, queue=queue), **engine_kwargs)
-        self.queue, self.preemptive = queue, bool(preempt)
+        super().__init__(model, store, policy=Preemptive(base) if preempt else base, queue=queue, **engine_kwargs)
+        self.preemptive = preempt
 
     @property
     def config(self) -> dict:
         cfg = dict(super().config)
-        cfg.update(queue=queue_name(self.queue), preempt=self.preemptive)
+        cfg.update(queue=queue_name(self.scheduler.queue), preempt=self.preemptive)
         return cfg
 
     def result(self) -> EngineResult:
         res = super().result()
-        res.config["priority_preemptions"] = list(self.scheduler.priority_preemptions)
+        res.config["priority_preemptions"] = list(getattr(self.scheduler.policy, "preemptions", []))
         return res
 
 
@@ -526,8 +321,6 @@ def starvation(result, priority: int | None = None) -> float:
 
 
 __all__ = [
-    "PriorityRequest", "tag", "clone_tagged", "QueuePolicy", "fcfs", "highest_priority_first",
-    "earliest_deadline_first", "shortest_job_first", "expected_work", "Ageing", "FairShare", "QUEUES", "as_key",
-    "queue_name", "PriorityScheduler", "Preemptive", "PriorityEngine", "serve_priority", "two_class_trace",
+    "PriorityRequest", "tag", "clone_tagged", "Preemptive", "PriorityEngine", "serve_priority", "two_class_trace",
     "mixed_trace", "deadline_trace", "wait_time", "class_report", "starvation",
 ]

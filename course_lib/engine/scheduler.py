@@ -15,7 +15,7 @@ and then makes the plan real against the KV store: it grows each running
 request's KV for the tokens it will compute (oldest first), admits the
 newcomers (`store.add`, or `store.swap_in` for a swapped one), and when
 memory runs out it **preempts** the least important running request (the
-one with the largest `order` key: by default the latest arrival), either
+one with the largest key: by default the latest arrival), either
 freeing its KV to recompute later (`preemption='recompute'`) or moving it to
 CPU memory (`'swap'`). A request that cannot fit even with nothing else in
 the store is **rejected** with the allocator's message: never lost.
@@ -42,11 +42,12 @@ step) and the KV store's capacity. A non-chunking policy never splits a
 prompt, except one longer than the whole budget: it runs alone, in
 budget-sized pieces, so it cannot block the queue forever.
 
-Extending it (priority scheduling, later lessons): pass `order=` a key
-function, e.g. `lambda r: (-r.priority, r.arrival, r.rid)`: it orders the
-waiting queue AND picks preemption victims (largest key first). A policy may
-also call `scheduler.preempt(request)` from its `plan` to make room for a more
-important newcomer.
+Extending it (priority scheduling, lesson 06): pass `queue=` a queue policy
+(engine/queues.py: a name such as 'priority' or 'edf', a key function such as
+`lambda r: -r.priority`, or a QueuePolicy). `key(req)` = (its key, arrival,
+rid) orders the waiting queue AND picks preemption victims (largest key first).
+A policy may also call `scheduler.preempt(request)` from its `plan` to make
+room for a more important newcomer.
 """
 
 from __future__ import annotations
@@ -54,21 +55,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from course_lib.engine.queues import QueuePolicy, as_key
 from course_lib.engine.request import Rejection, Request, State
 from course_lib.kv.base import KVAllocationError, KVStore
 from course_lib.validate import check_callable, check_choice, check_int, check_type
 
 PREEMPTION_MODES = ("recompute", "swap")
-
-
-def fcfs(req: Request) -> tuple:
-    """First come, first served: earlier arrival first (ties: lower id)."""
-    return (req.arrival, req.rid)
-
-
-def by_priority(req: Request) -> tuple:
-    """Higher priority first, then FCFS (ready for the scheduling lesson)."""
-    return (-req.priority, req.arrival, req.rid)
 
 
 @dataclass(frozen=True)
@@ -279,7 +271,7 @@ class Scheduler:
     """Queues, slots, and the KV bookkeeping that makes a policy's plan real."""
 
     def __init__(self, store: KVStore, policy: str | Policy = "prefill-first", limits: Limits | None = None,
-                 preemption: str = "recompute", order: Callable[[Request], Any] | None = None):
+                 preemption: str = "recompute", queue: Any = "fcfs"):
         check_type("store", store, KVStore)
         check_choice("preemption", preemption, PREEMPTION_MODES)
         check_type("limits", limits, Limits, none_ok=True)
@@ -288,10 +280,10 @@ class Scheduler:
             if missing:
                 raise ValueError(f"preemption: 'swap' needs a store with swap_out and swap_in; "
                                  f"{type(store).__name__} lacks {', '.join(missing)} (use 'recompute')")
-        check_callable("order", order, "a key function Request -> comparable", none_ok=True)
+        self.queue, self._queue_key = queue, as_key(queue)
         self.store, self.policy = store, make_policy(policy)
         self.limits = limits or Limits()
-        self.preemption, self.key = preemption, order or fcfs
+        self.preemption = preemption
         self._waiting: list[Request] = []
         self._running: list[Request] = []
         self.slots: list[Request | None] = [None] * self.limits.max_running
@@ -302,6 +294,13 @@ class Scheduler:
         self.events: list[tuple[str, int]] = [] # ('preempt' | 'swap' | 'reject', rid) of the last step
         self.admission_closed = False           # set when a newcomer did not fit this step
         self.now = 0.0                          # clock time of the step being scheduled
+        if isinstance(queue, QueuePolicy):
+            queue.bind(self)                    # a policy with state may read the queues
+
+    def key(self, req: Request) -> tuple:
+        """The order of requests: (queue policy's key now, arrival, rid); smaller goes first,
+        so ties are first come, first served and the largest key is preempted first."""
+        return (self._queue_key(req, self.now), req.arrival, req.rid)
 
     # ---- what policies read --------------------------------------------------
     @property

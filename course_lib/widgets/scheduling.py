@@ -18,9 +18,8 @@ from dataclasses import replace
 import ipywidgets as W
 
 from course_lib.engine.disagg import DisaggregatedServer
-from course_lib.engine.priority import (Ageing, FairShare, PriorityEngine, clone_tagged, deadline_trace,
-                                        earliest_deadline_first, fcfs, highest_priority_first, shortest_job_first,
-                                        two_class_trace)
+from course_lib.engine.priority import PriorityEngine, clone_tagged, deadline_trace, two_class_trace
+from course_lib.engine.queues import QUEUES as QUEUE_REGISTRY, FairShare, make_queue as make_queue_policy
 from course_lib.engine.scheduler import PrefillFirst
 from course_lib.engine.slo import SLO, gpu_like_clock, slo_report
 from course_lib.plots.scheduling import latency_cdf, pipeline_gantt, request_gantt, table_figure, telemetry
@@ -40,23 +39,13 @@ BATCHING = {
     "chunked prefill": "chunked",
     "disaggregated (prefill engine + decode engine)": "disaggregated",
 }
-QUEUES = {
-    "first come, first served": "fcfs",
-    "highest priority first": "priority",
-    "earliest deadline first": "edf",
-    "shortest expected job first": "sjf",
-    "priority with ageing": "ageing",
-    "per-tenant fair share": "fair-share",
-}
+QUEUES = {kind.label: name for name, kind in QUEUE_REGISTRY.items()}    # what engine/queues.py registers
 
 
 def make_queue(name: str, ageing_rate: float = 0.1):
     """The queue policy of one of the panel's names (QUEUES' values)."""
     check_choice("queue", name, QUEUES.values())
-    if name == "ageing":
-        return Ageing(ageing_rate)
-    return {"fcfs": fcfs, "priority": highest_priority_first, "edf": earliest_deadline_first,
-            "sjf": shortest_job_first, "fair-share": FairShare()}[name]
+    return make_queue_policy(name, rate=ageing_rate) if name == "ageing" else make_queue_policy(name)
 
 
 def trace_for(kind: str, seed: int = 0):
