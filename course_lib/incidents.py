@@ -42,13 +42,13 @@ from course_lib.engine.priority import PriorityRequest
 from course_lib.engine.request import State
 from course_lib.engine.scheduler import POLICIES, PREEMPTION_MODES
 from course_lib.engine.slo import SLO, gpu_like_clock, slo_report
-from course_lib.kv.base import KVAllocationError
+from course_lib.kv.allocators import PLACEMENTS
+from course_lib.kv.base import KVAllocationError, free_memory_paradox
+from course_lib.kv.contiguous import RESERVATIONS
 from course_lib.validate import check_bool, check_choice, check_float, check_int, check_mapping, check_type
 
 KV_STORES = ("contiguous", "paged")
 TARGET_OPS = ("<=", ">=", "==")
-RESERVATIONS = ("max", "pow2", "oracle")
-PLACEMENTS = ("first-fit", "best-fit", "buddy")
 
 
 # ---- the knobs ------------------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ class Refusal:
     @property
     def paradox(self) -> bool:
         """Refused although enough memory was free in total (external fragmentation)."""
-        return self.total_free >= self.requested > self.largest_free
+        return free_memory_paradox(self.requested, self.largest_free, self.total_free)
 
 
 class _Monitor:

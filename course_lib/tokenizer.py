@@ -25,7 +25,6 @@ SOS = 257
 EOS = 258
 VOCAB_SIZE = 259
 SPECIAL_NAMES = {PAD: "<pad>", SOS: "<SOS>", EOS: "<EOS>"}
-SPECIAL_IDS = {name: i for i, name in SPECIAL_NAMES.items()}
 
 
 def encode(text: str, sos: bool = True, eos: bool = False) -> list[int]:

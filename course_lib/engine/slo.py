@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from course_lib.engine.metrics import mean, percentile, table
+from course_lib.engine.metrics import percentile, table
 from course_lib.engine.request import Request, State
 from course_lib.validate import check_choice, check_float, check_has, check_mapping, check_sequence, check_type
 
@@ -167,11 +167,6 @@ def compare(results: dict, slo: SLO, scale: float = 1.0, unit: str = "") -> str:
     return table(rows, units=units)
 
 
-def mean_tbt(result) -> float:
-    """Mean of every gap between tokens over all streams."""
-    return mean([g for r in result.requests for g in gaps(r.token_times)])
-
-
 # ---- a deterministic clock with the shape of a GPU's costs ---------------------------------------------
 # A step of N tokens over S sequences costs fixed + per_token * N + per_seq * S seconds. The numbers are the
 # course's own choice (not a measurement): on a GPU a decode step is dominated by reading the weights once
@@ -186,4 +181,4 @@ def gpu_like_clock():
 
 
 __all__ = ["SLO", "PER_REQUEST", "gaps", "ttft_of", "tbt_of", "meets", "percentiles", "SLOReport", "slo_report",
-           "compare", "mean_tbt", "GPU_LIKE", "gpu_like_clock"]
+           "compare", "GPU_LIKE", "gpu_like_clock"]

@@ -28,6 +28,12 @@ from course_lib.device import check_device
 from course_lib.validate import FLOAT_DTYPES, check_dtype, check_has, check_int
 
 
+def free_memory_paradox(requested: int, largest_free: int, total_free: int) -> bool:
+    """The paradox of free memory: a request is refused although enough memory is free in
+    total, because no free span is large enough (external fragmentation)."""
+    return total_free >= requested > largest_free
+
+
 class KVAllocationError(RuntimeError):
     """The store cannot give a sequence the room it asks for."""
 
@@ -35,7 +41,7 @@ class KVAllocationError(RuntimeError):
         self.requested, self.largest_free, self.total_free, self.unit = requested, largest_free, total_free, unit
         msg = (f"KV allocation failed: requested {requested} {unit}, largest free span {largest_free} {unit}, "
                f"total free {total_free} {unit}")
-        if total_free >= requested > largest_free:
+        if free_memory_paradox(requested, largest_free, total_free):
             msg += " (enough memory is free, but not in one piece: external fragmentation)"
         super().__init__(msg + (f"; {detail}" if detail else ""))
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from course_lib.kv.base import KVAllocationError, KVStore, KVUsage
+from course_lib.kv.base import KVAllocationError, KVStore, KVUsage, free_memory_paradox
 from course_lib.kv.step import PackedStep
 from course_lib.workloads import Request, Trace
 
@@ -54,7 +54,7 @@ PAPER_FIGURE13_SHAREGPT = {"max": 7.00, "pow2": 9.81, "oracle": 13.62, "vllm": 3
 
 @dataclass
 class Refusal:
-    """An admission the store refused: the paradox when total_free >= requested."""
+    """An admission the store refused (`paradox`: with enough memory free in total)."""
 
     step: int
     seq_id: int
@@ -64,7 +64,7 @@ class Refusal:
 
     @property
     def paradox(self) -> bool:
-        return self.total_free >= self.requested
+        return free_memory_paradox(self.requested, self.largest_free, self.total_free)
 
 
 @dataclass
