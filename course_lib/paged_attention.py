@@ -46,7 +46,8 @@ shapes, and every block id a row really reads (those within its context). Bad
 input raises a ValueError or TypeError naming the parameter. A kernel that
 cannot run here (no compiler, a GPU tensor, a failed build) is not bad input:
 'auto' falls back to the gather path, 'kernel' raises a RuntimeError. How the
-kernel is built and cached safely is at the end of this file ("building").
+kernel is built and cached safely is plumbing, kept out of this file:
+course_lib/kernel_build.py.
 
 Measuring (lesson 04, benchmarks/paged_attention.py): `random_decode_problem`
 builds one decode step's inputs twice (scattered blocks, and contiguous tensors
@@ -66,33 +67,18 @@ path; this module then falls back to the gather path, with a notice.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import hashlib
 import math
-import os
-import platform
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from importlib import resources
 
 import torch
 
 from course_lib.attention import sdpa_attention
+from course_lib.kernel_build import (  # noqa: F401  (CACHE_ENV ... RETRY_AFTER_S: public, importable from here)
+    CACHE_ENV, DEFAULT_COMPILE_TIMEOUT_S, KERNEL_SOURCE, PAGED_ATTENTION_C, RETRY_AFTER_S, TIMEOUT_ENV, _load_kernel)
 
 IMPLS = ("auto", "kernel", "gather")
 PARALLEL_MIN_WORK = 1 << 20     # multiply-adds (rows x heads x keys x head_dim) below which the kernel uses one thread
 KERNEL_MAX_SCRATCH_BYTES = 1 << 30   # per-thread scratch the kernel may ask for; above it, the gather path serves
-
-CACHE_ENV = "COURSE_KERNEL_CACHE"                  # folder for compiled kernels (default: the temp folder)
-TIMEOUT_ENV = "COURSE_KERNEL_COMPILE_TIMEOUT"      # seconds one build may take, every compiler call together
-DEFAULT_COMPILE_TIMEOUT_S = 60.0
-RETRY_AFTER_S = 60.0            # a failed build is tried again after this long (at once if the compiler changes)
 
 
 # ---- shapes and checks ------------------------------------------------------------
@@ -215,18 +201,6 @@ def paged_attention_gather(q: torch.Tensor, key_blocks: torch.Tensor, value_bloc
 
 
 # ---- the fast path: a C kernel ---------------------------------------------------------
-KERNEL_SOURCE = "paged_attention_kernel.c"   # package data next to this file
-
-
-def _read_kernel_source() -> str:
-    """The C kernel's text ('' if the file is missing from this installation)."""
-    try:
-        return resources.files("course_lib").joinpath(KERNEL_SOURCE).read_text(encoding="utf-8")
-    except (OSError, ModuleNotFoundError):
-        return ""
-
-
-PAGED_ATTENTION_C = _read_kernel_source()      # print(PAGED_ATTENTION_C) shows the kernel
 _DTYPES = {torch.float32: ("float", 0), torch.float64: ("double", 1)}
 _notice_shown = False
 
@@ -338,230 +312,6 @@ def notice(reason: str) -> None:
     if not _notice_shown:
         _notice_shown = True
         print(f"paged attention: using the readable gather path ({reason})", file=sys.stderr)
-
-
-# ---- building and loading the C kernel (plumbing, safe under threads and processes) --------------
-#
-# One shared library per shape (dtype, head_dim, block_size, heads per kv head), cached on disk in
-# $COURSE_KERNEL_CACHE (default: <temp folder>/course_lib_kernels_<uid>) under a name hashed from
-# the source, the compiler, the machine and the shape. What can go wrong, and what guards it:
-#
-#   two builders at once        a threading.Lock in the process, an fcntl lock file across processes;
-#                               each build in its own fresh folder (mkdtemp), moved into place with
-#                               os.replace, so nobody ever sees half a file
-#   a cached file that is       a .sha256 sidecar, written only after a build succeeded, is checked
-#   empty, truncated, garbage   before every load: a bad file is rebuilt, never mapped into memory
-#                               (mapping a truncated library kills the process with SIGBUS)
-#   a compiler that hangs       $COURSE_KERNEL_COMPILE_TIMEOUT seconds (default 60) for one build;
-#                               then the compiler and everything it started are killed
-#   a failure                   remembered per shape for RETRY_AFTER_S, or until the compiler that
-#                               would be used changes; then tried again: it never disables the kernel
-#                               for good
-_kernels: dict[tuple, object] = {}               # shape -> loaded C function
-_failures: dict[tuple, tuple] = {}               # shape -> (monotonic time, environment, message)
-_build_lock = threading.Lock()
-
-
-def _cache_dir() -> str:
-    """The folder of compiled kernels, created if needed (only its owner may write to the default one)."""
-    path = os.environ.get(CACHE_ENV)
-    if path:
-        os.makedirs(path, exist_ok=True)
-        return path
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    path = os.path.join(tempfile.gettempdir(), f"course_lib_kernels_{uid}")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    if hasattr(os, "getuid") and os.stat(path).st_uid != uid:      # a shared /tmp: trust only our own folder
-        raise RuntimeError(f"the kernel cache {path} belongs to another user; set {CACHE_ENV}")
-    return path
-
-
-def _compiler() -> str | None:
-    """The C compiler to use: $CC if it names one, else gcc, cc or clang on the PATH."""
-    for cc in (os.environ.get("CC"), "gcc", "cc", "clang"):
-        if cc and shutil.which(cc):
-            return shutil.which(cc)
-    return None
-
-
-def _compile_timeout() -> float:
-    """Seconds one build may take: $COURSE_KERNEL_COMPILE_TIMEOUT, else 60."""
-    raw = os.environ.get(TIMEOUT_ENV)
-    if not raw:
-        return DEFAULT_COMPILE_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise RuntimeError(f"{TIMEOUT_ENV}: must be a number of seconds > 0; got {raw!r}")
-    return value
-
-
-def _run_compiler(cmd: list[str], deadline: float) -> tuple[int, str]:
-    """Run one compiler command until `deadline` (time.monotonic()); return (exit code, its output)."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TimeoutError
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace",
-                                start_new_session=True)        # its own process group, to kill it whole
-    except OSError as exc:
-        raise RuntimeError(f"could not run the C compiler {cmd[0]}: {exc}") from exc
-    with proc:
-        try:
-            output, _ = proc.communicate(timeout=remaining)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)          # the driver and the cc1/as/ld it started
-            except (AttributeError, OSError):
-                proc.kill()
-            proc.wait()
-            raise TimeoutError from None
-    return proc.returncode, output
-
-
-def _compile(cc: str, src: str, obj: str, lib: str, defines: list[str], openmp: bool, deadline: float) -> None:
-    """Compile and link in two steps: -ffast-math (vectorised exp) only at compile time,
-    so the linker does not add crtfastmath.o (which would flush denormals process-wide).
-    Raises RuntimeError (the compiler's last line of complaint) or TimeoutError."""
-    omp = ["-fopenmp"] if openmp else []
-    common = ["-O3", "-fPIC", *omp, *defines]
-    arch = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else ["-mcpu=native"]
-    for flags in (arch + ["-mprefer-vector-width=512"], arch, []):
-        code, output = _run_compiler([cc, "-c", *common, *flags, "-ffast-math", src, "-o", obj], deadline)
-        if code == 0:
-            break
-    else:
-        raise RuntimeError(output.strip().splitlines()[-1] if output.strip() else "compile failed")
-    code, output = _run_compiler([cc, "-shared", *omp, obj, "-o", lib, "-lm"], deadline)
-    if code != 0:
-        raise RuntimeError(output.strip().splitlines()[-1] if output.strip() else "link failed")
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def _is_intact(lib: str) -> bool:
-    """Is `lib` exactly the file a finished build wrote? (Its sha256 is in lib + '.sha256'.)"""
-    try:
-        with open(lib + ".sha256", encoding="ascii") as f:
-            expected = f.read().strip()
-        return os.path.getsize(lib) > 0 and _sha256(lib) == expected
-    except (OSError, ValueError):
-        return False
-
-
-@contextlib.contextmanager
-def _file_lock(path: str, deadline: float):
-    """Hold an exclusive lock on the file `path` (other processes wait); give up at `deadline`."""
-    try:
-        import fcntl
-    except ImportError:             # no fcntl (Windows): builds still never collide (own folder, os.replace)
-        yield
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"timed out waiting for another process to finish building {path[:-5]}")
-                time.sleep(0.02)
-            except OSError:         # a file system without locks: builds still never collide (see above)
-                break
-        yield
-    finally:
-        os.close(fd)                # closing the file releases the lock
-
-
-def _build(cc: str, defines: list[str], lib: str, deadline: float) -> None:
-    """Compile the kernel into `lib` (then its sha256 sidecar), in a folder of this build's own."""
-    folder = tempfile.mkdtemp(prefix=".build-", dir=os.path.dirname(lib))   # unique per thread and process
-    try:
-        src, obj, so = (os.path.join(folder, f"paged_attention{ext}") for ext in (".c", ".o", ".so"))
-        with open(src, "w", encoding="utf-8") as f:
-            f.write(PAGED_ATTENTION_C)
-        try:
-            _compile(cc, src, obj, so, defines, openmp=True, deadline=deadline)
-        except RuntimeError:
-            _compile(cc, src, obj, so, defines, openmp=False, deadline=deadline)   # e.g. clang without OpenMP
-        digest = _sha256(so)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(lib + ".sha256")                 # no sidecar while the library changes
-        os.replace(so, lib)                            # atomic: nobody ever loads half a file
-        with open(os.path.join(folder, "sha256"), "w", encoding="ascii") as f:
-            f.write(digest + "\n")
-        os.replace(os.path.join(folder, "sha256"), lib + ".sha256")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _build_and_load(scalar: str, is_double: int, head_dim: int, block_size: int, rep: int):
-    """Find this shape's library in the cache (rebuilding a missing or bad one) and load it."""
-    if not PAGED_ATTENTION_C:
-        raise RuntimeError(f"the kernel source {KERNEL_SOURCE} is missing from this installation of course_lib")
-    cc = _compiler()
-    if cc is None:
-        raise RuntimeError("no C compiler found (set CC, or install gcc)")
-    timeout = _compile_timeout()
-    defines = [f"-DSCALAR={scalar}", f"-DIS_DOUBLE={is_double}", f"-DHD={head_dim}", f"-DBS={block_size}",
-               f"-DREP={rep}"]
-    ident = "\0".join([PAGED_ATTENTION_C, cc, platform.node(), platform.machine(), *defines])
-    lib = os.path.join(_cache_dir(), f"paged_attention_{hashlib.sha256(ident.encode()).hexdigest()[:16]}.so")
-    with _file_lock(lib + ".lock", deadline=time.monotonic() + timeout):
-        if not _is_intact(lib):
-            try:
-                _build(cc, defines, lib, deadline=time.monotonic() + timeout)
-            except TimeoutError:
-                raise RuntimeError(f"the C compiler took longer than {timeout:g} s "
-                                   f"(set {TIMEOUT_ENV} to allow more)") from None
-        try:                        # loaded while we hold the lock: nobody can replace it meanwhile
-            fn = ctypes.CDLL(lib).paged_attention
-        except (OSError, AttributeError) as exc:
-            raise RuntimeError(f"could not load {lib}: {exc}") from exc
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 5 + [ctypes.c_double, ctypes.c_int]
-    return fn
-
-
-def _load_kernel(scalar: str, is_double: int, head_dim: int, block_size: int, rep: int):
-    """The C function for one shape: from memory, else built or read from the disk cache.
-    Raises RuntimeError saying why it cannot be had (a failure is remembered; see above)."""
-    shape = (scalar, is_double, head_dim, block_size, rep)
-    fn = _kernels.get(shape)
-    if fn is not None:
-        return fn
-    environment = (_compiler(), os.environ.get(CACHE_ENV), os.environ.get(TIMEOUT_ENV))
-    with _build_lock:               # one build at a time in this process
-        if shape in _kernels:       # another thread built it while we waited
-            return _kernels[shape]
-        failed = _failures.get(shape)
-        if failed and failed[1] == environment and time.monotonic() - failed[0] < RETRY_AFTER_S:
-            raise RuntimeError(failed[2])
-        try:
-            fn = _build_and_load(*shape)
-        except Exception as exc:    # whatever went wrong, the caller gets a RuntimeError saying what
-            _failures[shape] = (time.monotonic(), environment, str(exc) or type(exc).__name__)
-            raise RuntimeError(_failures[shape][2]) from exc
-        _failures.pop(shape, None)
-        _kernels[shape] = fn
-        return fn
-
-
-def _forget_kernels() -> None:
-    """Forget loaded kernels and remembered failures (tests; the disk cache stays)."""
-    with _build_lock:
-        _kernels.clear()
-        _failures.clear()
-
-
-_load_kernel.cache_clear = _forget_kernels      # the name an lru_cache would have
 
 
 # ---- measuring decode attention ---------------------------------------------------------------

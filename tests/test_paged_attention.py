@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
+import course_lib.kernel_build as build
 import course_lib.paged_attention as pa
 from course_lib.paged_attention import (gather_kv, kernel_available, paged_attention, paged_attention_gather,
                                         paged_attention_kernel)
@@ -159,7 +160,7 @@ def test_auto_falls_back_with_one_notice(capsys, monkeypatch):
 
 def test_no_compiler_means_gather(monkeypatch):
     """Without a C compiler the kernel reports why, and 'auto' still answers correctly."""
-    monkeypatch.setattr(pa, "_compiler", lambda: None)
+    monkeypatch.setattr(build, "_compiler", lambda: None)
     pa._load_kernel.cache_clear()
     try:
         q, kb, vb, tables, lens = random_paged(2, 4, 2, 24, 4, 2, 6, seed=2, lens=[5, 2])
@@ -257,13 +258,40 @@ def test_a_failed_build_is_retried_when_the_compiler_changes(monkeypatch):
     can be found again, the next call builds and serves."""
     if not KERNEL:
         pytest.skip("no C compiler here")
-    real = pa._compiler()
+    real = build._compiler()
     monkeypatch.setattr(pa, "_notice_shown", True)
     pa._load_kernel.cache_clear()
     try:
-        monkeypatch.setattr(pa, "_compiler", lambda: None)
+        monkeypatch.setattr(build, "_compiler", lambda: None)
         assert "no C compiler" in pa.kernel_unavailable_reason(torch.empty(0, 2, 8), torch.empty(0, 1, 8, 4))
-        monkeypatch.setattr(pa, "_compiler", lambda: real)
+        monkeypatch.setattr(build, "_compiler", lambda: real)
         assert pa.kernel_unavailable_reason(torch.empty(0, 2, 8), torch.empty(0, 1, 8, 4)) is None
     finally:
         pa._load_kernel.cache_clear()
+
+
+@needs_kernel
+def test_the_store_falls_back_when_the_kernel_fails_at_run_time(capsys, monkeypatch):
+    """A paged store on 'auto' whose kernel fails mid-step (here: made to fail) serves the
+    step on the readable path with the one-line notice; on 'kernel' the failure is raised."""
+    from course_lib.kv.paged import PagedKVStore
+
+    def step(attention):
+        s = PagedKVStore(1, 2, 8, dtype=torch.float32, num_blocks=6, block_size=4, attention=attention)
+        s.add(0, list(range(6)), 10)
+        s.grow(0, 6)
+        g = torch.Generator().manual_seed(3)
+        q, k, v = (torch.randn(1, 6, n, 8, generator=g) for n in (4, 2, 2))     # (1, N, heads, hd)
+        return s.step_context([(0, 6)]).attend(0, q, k, v)                       # (1, N, nh, hd)
+
+    good = step("gather")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the kernel broke")
+    monkeypatch.setattr(pa, "_run_kernel", broken)
+    monkeypatch.setattr(pa, "_notice_shown", False)
+    torch.testing.assert_close(step("auto"), good, atol=1e-5, rtol=1e-5)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "readable gather path (the kernel broke)" in err[0]
+    with pytest.raises(RuntimeError, match="the kernel broke"):
+        step("kernel")

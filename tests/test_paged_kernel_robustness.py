@@ -38,6 +38,7 @@ needs_cc = pytest.mark.skipif(not any(shutil.which(c) for c in ("gcc", "cc", "cl
 PRELUDE = r'''
 import json, os, sys, threading, time
 import torch
+import course_lib.kernel_build as build
 import course_lib.paged_attention as pa
 
 def problem(nh, nkv, hd, bs, lens, num_blocks=None, seed=0, dtype=torch.float64):
@@ -133,7 +134,7 @@ for hd in (8, 16, 24, 40):
     args = problem(2, 1, hd, 4, [7, 13])
     result[hd] = [outcome(lambda: err(pa.paged_attention(*args), args)),
                   outcome(lambda: err(pa.paged_attention(*args, impl="kernel"), args)),
-                  pa._is_intact(sys.argv[1 + [8, 16, 24, 40].index(hd)])]
+                  build._is_intact(sys.argv[1 + [8, 16, 24, 40].index(hd)])]
 report(result)
 '''
 
@@ -162,7 +163,7 @@ def test_a_corrupt_cached_library_is_rebuilt_not_loaded(tmp_path):
 # ---- missing and hanging compilers -------------------------------------------------------------
 COMPILERS = r'''
 result = {}
-real_path, real_cc = os.environ["PATH"], pa._compiler()
+real_path, real_cc = os.environ["PATH"], build._compiler()
 args = problem(4, 2, 16, 4, [9, 3])
 # 1. no compiler: CC names a missing file, and the PATH holds no gcc, cc or clang
 os.environ["CC"], os.environ["PATH"] = "/nonexistent/cc", sys.argv[1]

@@ -53,7 +53,7 @@ from course_lib.attention import sequence_attention
 from course_lib.device import check_fits
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage, StepContext
 from course_lib.kv.prefix_cache import ROOT_ENTRY, ROOT_HASH, PrefixCache, block_hash
-from course_lib.paged_attention import IMPLS, gather_kv, kernel_unavailable_reason, notice, paged_attention_kernel
+from course_lib.paged_attention import IMPLS, gather_kv, kernel_unavailable_reason, notice, paged_attention
 from course_lib.validate import check_bool, check_callable, check_choice, check_int, check_ints
 
 MAX_BLOCK_SIZE = 256
@@ -696,8 +696,9 @@ class PagedStepContext(StepContext):
         kb, vb = store.key_blocks(layer), store.value_blocks(layer)
         if self.impl is None:
             self.impl = store.resolved_attention(q.shape[2])
-        if self.impl == "kernel":
-            out = paged_attention_kernel(q[0].to(store.dtype), kb, vb, self.block_tables, self.context_lens)
+        if self.impl == "kernel":     # 'auto': a kernel failing at run time falls back to gather, with a notice
+            out = paged_attention(q[0].to(store.dtype), kb, vb, self.block_tables, self.context_lens,
+                                  impl=store.attention)
             return out.to(q.dtype)[None]                                          # (1, N, nh, hd)
         out = torch.empty_like(q)
         offset = 0
