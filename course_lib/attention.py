@@ -26,15 +26,21 @@ import math
 import torch
 import torch.nn.functional as F
 
+from course_lib.validate import check_int, check_ints, check_sequence, check_tensor
+
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """(B, nkv, T, hd) -> (B, nkv * n_rep, T, hd): share each K/V head with n_rep query heads."""
-    if n_rep == 1:
+    if check_int("n_rep", n_rep, 1) == 1:
         return x
     return x.repeat_interleave(n_rep, dim=1)
 
 
-def _check_heads(q: torch.Tensor, k: torch.Tensor, head_dim: int = 1) -> int:
+def _check_heads(q: torch.Tensor, k: torch.Tensor, head_dim: int = 1, v: torch.Tensor | None = None) -> int:
+    ndim = 4 if head_dim == 1 else 3
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t is not None:
+            check_tensor(name, t, ndim=ndim, floating=True)
     nh, nkv = q.shape[head_dim], k.shape[head_dim]
     if nh % nkv:
         raise ValueError(f"heads: query heads ({nh}) must be a multiple of key/value heads ({nkv})")
@@ -49,7 +55,7 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
     mask: bool, broadcastable to (B, nh, Tq, Tk); True = may attend. None = attend everywhere.
     returns (B, nh, Tq, hd)
     """
-    n_rep = _check_heads(q, k)
+    n_rep = _check_heads(q, k, v=v)
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)              # (B, nh, Tk, hd)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])     # (B, nh, Tq, Tk)
     if mask is not None:
@@ -61,7 +67,7 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Same contract as `reference_attention`, through torch's fused SDPA kernel."""
-    n_rep = _check_heads(q, k)
+    n_rep = _check_heads(q, k, v=v)
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, enable_gqa=n_rep > 1)
     has_key = mask.any(dim=-1, keepdim=True)                      # (B, *, Tq, 1)
@@ -73,6 +79,8 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
 def causal_mask(q_len: int, k_len: int, device: torch.device | None = None) -> torch.Tensor:
     """(q_len, k_len) bool. The q_len queries are the LAST q_len of k_len positions,
     so query i sits at position k_len - q_len + i and sees keys 0..that position."""
+    check_int("q_len", q_len, 0)
+    check_int("k_len", k_len, 0)
     if q_len > k_len:
         raise ValueError(f"q_len: must be <= k_len ({k_len}); got {q_len}")
     q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]   # (Tq, 1)
@@ -104,7 +112,7 @@ def sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal
 
 
 def _cu_to_list(cu: torch.Tensor | list[int]) -> list[int]:
-    cu = [int(x) for x in cu]
+    cu = check_ints("cu_seqlens", cu, 0, min_len=1)
     if cu[0] != 0 or any(b < a for a, b in zip(cu, cu[1:])):
         raise ValueError(f"cu_seqlens: must start at 0 and never decrease; got {cu}")
     return cu
@@ -156,6 +164,9 @@ def packed_attention_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
 
 def pack(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate per-sequence tensors (L_s, ...) into (N, ...) plus cu_seqlens (S+1,)."""
+    seqs = check_sequence("seqs", seqs, 1, what="a list of tensors")
+    for i, s in enumerate(seqs):
+        check_tensor(f"seqs[{i}]", s)
     lengths = torch.tensor([s.shape[0] for s in seqs])
     cu = torch.zeros(len(seqs) + 1, dtype=torch.long)
     cu[1:] = lengths.cumsum(0)

@@ -18,8 +18,11 @@ from typing import Sequence
 import torch
 
 from course_lib.attention import causal_mask, pack, packed_attention, padded_causal_mask, sdpa_attention
-from course_lib.device import get_device, time_fn
+from course_lib.device import check_device, get_device, time_fn
 from course_lib.padding import attention_mask_from_lengths, padding_stats
+from course_lib.validate import FLOAT_DTYPES, check_choice, check_dtype, check_int, check_ints
+
+MAX_LENGTH = 8192      # the longest sequence a cost measurement takes
 
 
 @dataclass
@@ -38,6 +41,14 @@ class AttentionCosts:
 def make_qkv(lengths: Sequence[int], nh: int = 4, nkv: int = 2, hd: int = 32, seed: int = 0,
              device=None, dtype=torch.float32) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Random per-sequence q (L, nh, hd), k, v (L, nkv, hd) for each length L."""
+    lengths = check_ints("lengths", lengths, 1, MAX_LENGTH, min_len=1)
+    for name, value in (("nh", nh), ("nkv", nkv), ("hd", hd)):
+        check_int(name, value, 1, 1024)
+    if nh % nkv:
+        raise ValueError(f"nkv: must divide nh ({nh}); got {nkv}")
+    check_int("seed", seed, 0)
+    check_dtype("dtype", dtype, FLOAT_DTYPES)
+    device = None if device is None else check_device(device)
     g = torch.Generator().manual_seed(seed)
     out = []
     for n in lengths:
@@ -63,10 +74,10 @@ def to_padded(seqs, side: str = "left"):
 def measure_attention_costs(lengths: Sequence[int], nh: int = 4, nkv: int = 2, hd: int = 32, repeat: int = 5,
                             device=None, side: str = "left") -> AttentionCosts:
     """Time padded, packed and one-by-one causal attention over `lengths` (median of `repeat`)."""
-    lengths = [int(n) for n in lengths]
-    if not lengths or min(lengths) < 1:
-        raise ValueError(f"lengths: need at least one length, each >= 1; got {lengths}")
-    device = device or get_device()
+    lengths = check_ints("lengths", lengths, 1, MAX_LENGTH, min_len=1, max_len=64)
+    check_int("repeat", repeat, 1, 1000)
+    check_choice("side", side, ("left", "right"))
+    device = check_device(device) if device is not None else get_device()
     qkv = make_qkv(lengths, nh, nkv, hd, device=device)
     qs, ks, vs = zip(*qkv)
     # padded: one batch

@@ -22,6 +22,7 @@ import torch
 from course_lib.device import Timer
 from course_lib.kv.base import KVStore
 from course_lib.kv.step import PackedStep
+from course_lib.validate import check_bool, check_has, check_int, check_sequence, check_tokens, check_type
 
 
 @dataclass
@@ -35,10 +36,21 @@ class Decoded:
         return sum(self.step_ms)
 
 
+def _check(model, prompt, n_new, name: str = "prompt", n_name: str = "n_new") -> list[int]:
+    """The prompt as a list of token ids; n_new >= 1 and prompt + n_new within the model's context."""
+    check_has("model", model, ("forward_ctx", "config", "device"), "a TinyLM")
+    prompt = check_tokens(name, prompt, model.config.vocab_size)
+    limit = model.config.max_position_embeddings
+    if len(prompt) >= limit:
+        raise ValueError(f"{name}: must hold fewer than {limit} tokens (the model's context); got {len(prompt)}")
+    check_int(n_name, n_new, 1, limit - len(prompt), note=f"{name} + {n_name} within the context of {limit}")
+    return prompt
+
+
 @torch.no_grad()
 def greedy_no_cache(model, prompt: Sequence[int], n_new: int) -> Decoded:
     """Each step runs the model over prompt + everything generated so far."""
-    seq = list(prompt)
+    seq = _check(model, prompt, n_new)
     out = Decoded([])
     for _ in range(n_new):
         with Timer(model.device) as t:
@@ -55,6 +67,9 @@ def greedy_no_cache(model, prompt: Sequence[int], n_new: int) -> Decoded:
 def greedy_with_store(model, store: KVStore, prompt: Sequence[int], n_new: int, seq_id: int = 0,
                       free: bool = True) -> Decoded:
     """Prefill once into `store`, then one token per step through it."""
+    prompt = _check(model, prompt, n_new)
+    check_type("store", store, KVStore)
+    check_bool("free", free)
     store.add(seq_id, list(prompt), len(prompt) + n_new)
     out = Decoded([])
     feed = list(prompt)
@@ -82,6 +97,10 @@ def run_packed(model, store: KVStore, prompts: Sequence[Sequence[int]], steps: i
     returns: logits of each sequence's last position at every step (steps, B, vocab), and the
              greedy tokens of each sequence (B lists of `steps`)
     """
+    check_type("store", store, KVStore)
+    prompts = [_check(model, p, steps, f"prompts[{i}]", "steps")
+               for i, p in enumerate(check_sequence("prompts", prompts, 1, what="a list of token-id lists"))]
+    check_int("first_id", first_id)
     ids_ = [first_id + i for i in range(len(prompts))]
     for i, p in zip(ids_, prompts):
         store.add(i, list(p), len(p) + steps)

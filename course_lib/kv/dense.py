@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from course_lib.validate import check_int
+
 
 class DenseKVCache:
     """Per-layer keys and values of a padded batch.
@@ -17,6 +19,7 @@ class DenseKVCache:
     """
 
     def __init__(self, num_layers: int):
+        check_int("num_layers", num_layers, 1, 4096)
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
 

@@ -28,14 +28,14 @@ from course_lib.kv.reference import ReferenceKVStore
 from course_lib.kv.replay import replay
 from course_lib.kv.step import PackedStep
 from course_lib.paged_attention import decode_contenders, random_decode_problem, time_contenders
+from course_lib.validate import check_float, check_has, check_int, check_tokens
 
 
 @contextmanager
 def torch_threads(n: int | None):
     """Run the block with torch (and the paged kernel) on `n` threads; None: leave it.
     Wall-clock comparisons on a shared machine are much steadier on one thread."""
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"threads: must be an integer >= 1 or None; got {n!r}")
+    check_int("threads", n, 1, 1024, none_ok=True)
     before = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)
@@ -149,8 +149,14 @@ def sample_in_parallel(model, prompt: Sequence[int], n: int, new_tokens: int, bl
     """Prefill `prompt` once, fork n-1 children, then sample `new_tokens` for each of the n
     sequences in packed steps (each with its own seeded generator). Returns their tokens, the
     store, the blocks their tables name vs the blocks held, and the copy-on-write copies."""
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
-        raise ValueError(f"n: must be an integer in [1, 64]; got {n!r}")
+    check_has("model", model, ("forward_ctx", "config", "device"), "a TinyLM")
+    check_int("n", n, 1, 64)
+    prompt = check_tokens("prompt", prompt, model.config.vocab_size)
+    limit = model.config.max_position_embeddings
+    check_int("new_tokens", new_tokens, 1, max(1, limit - len(prompt)),
+              note=f"prompt + new_tokens within the model's context of {limit}")
+    check_float("temperature", temperature, 0)
+    check_int("seed", seed, 0)
     total = len(prompt) + new_tokens
     store = PagedKVStore.for_model(model, num_blocks=n * num_blocks_for(total, block_size) + 1, block_size=block_size,
                                    attention=attention)
@@ -178,8 +184,8 @@ def parallel_sampling_savings(trace, n: int, block_size: int = 16) -> float:
     """Allocation only: each request of `trace` prefills its prompt once and forks n samples that
     each generate the request's output length. Returns the share of KV blocks saved by sharing
     (1 - held / named by the tables), averaged over every step of every request."""
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
-        raise ValueError(f"n: must be an integer in [1, 64]; got {n!r}")
+    check_int("n", n, 1, 64)
+    check_int("block_size", block_size, 1, 256)
     saved, steps = 0.0, 0
     for r in trace:
         final = r.prompt_len + r.output_len
@@ -205,8 +211,7 @@ def compare_prefix_caching(model, requests, *, num_blocks: int, block_size: int 
     """The same requests with prefix caching off and on, `rounds` times each, interleaved (the
     fastest round's wall time counts). Returns a row of measurements per setting, and whether
     both settings generated the same tokens."""
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds: must be an integer >= 1; got {rounds!r}")
+    check_int("rounds", rounds, 1, 100)
     best: dict[bool, PagedRun] = {}
     for _ in range(rounds):
         for pc in (False, True):

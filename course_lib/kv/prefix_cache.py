@@ -32,6 +32,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from course_lib.validate import check_callable, check_int, check_ints
+
 ROOT_HASH = 0          # the "parent hash" of a prompt's first block
 ROOT_ENTRY = 0         # the "parent entry" of a prompt's first block
 
@@ -48,8 +50,9 @@ def block_hash(parent_hash: int, tokens: Sequence[int]) -> int:
 def prefix_block_hashes(tokens: Sequence[int], block_size: int,
                         hash_fn: Callable[[int, Sequence[int]], int] = block_hash) -> list[int]:
     """One chained hash per FULL block of `tokens` (a trailing partial block gets none)."""
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size: must be an integer >= 1; got {block_size!r}")
+    check_int("block_size", block_size, 1)
+    tokens = check_ints("tokens", tokens, 0)
+    check_callable("hash_fn", hash_fn, "a function (parent_hash, tokens) -> int")
     hashes, h = [], ROOT_HASH
     for i in range(len(tokens) // block_size):
         h = hash_fn(h, tokens[i * block_size:(i + 1) * block_size])
@@ -78,7 +81,8 @@ class PrefixCache:
     """
 
     def __init__(self, block_size: int, hash_fn: Callable[[int, Sequence[int]], int] = block_hash):
-        self.block_size, self.hash_fn = block_size, hash_fn
+        self.block_size = check_int("block_size", block_size, 1)
+        self.hash_fn = check_callable("hash_fn", hash_fn, "a function (parent_hash, tokens) -> int")
         self.by_hash: dict[int, list[CacheEntry]] = {}        # hash -> entries (a list: collisions happen)
         self.by_block: dict[int, CacheEntry] = {}             # block -> its entry
         self.by_id: dict[int, CacheEntry] = {}                # entry_id -> entry

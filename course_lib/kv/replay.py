@@ -34,6 +34,7 @@ import torch
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage, free_memory_paradox
 from course_lib.kv.step import PackedStep
 from course_lib.workloads import Request, Trace
+from course_lib.validate import check_callable, check_float, check_has, check_int, check_sequence, check_type
 
 SHARE_KEYS = ("token_states", "reserved", "internal", "external", "free")
 FIGURE2_KEYS = ("token_states", "reservation", "internal", "external_and_others")
@@ -174,14 +175,14 @@ def replay(trace: Trace, store: KVStore, *, step_time: float = 0.05, model=None,
     snapshot_every: record store.memory_map() every this many steps (None: never)
     max_batch:      at most this many requests run at once (None: memory decides)
     """
-    if not (isinstance(step_time, (int, float)) and step_time > 0 and math.isfinite(step_time)):
-        raise ValueError(f"step_time: must be a number > 0 (seconds per iteration); got {step_time!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps: must be an integer >= 1; got {max_steps!r}")
-    if snapshot_every is not None and (not isinstance(snapshot_every, int) or snapshot_every < 1):
-        raise ValueError(f"snapshot_every: must be an integer >= 1 or None; got {snapshot_every!r}")
-    if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
-        raise ValueError(f"max_batch: must be an integer >= 1 or None; got {max_batch!r}")
+    check_type("trace", trace, Trace, "a workloads.Trace")
+    check_type("store", store, KVStore)
+    check_float("step_time", step_time, 0, lo_open=True, note="seconds per iteration")
+    check_int("max_steps", max_steps, 1, 10_000_000)
+    check_int("snapshot_every", snapshot_every, 1, none_ok=True)
+    check_int("max_batch", max_batch, 1, none_ok=True)
+    if model is not None:
+        check_has("model", model, ("forward_ctx", "config", "device"), "a TinyLM or None")
     capacity = getattr(store, "capacity", None) or 0
     limit = getattr(store, "max_model_len", None) or (model.config.max_position_embeddings if model is not None else None)
     for r in trace:
@@ -289,4 +290,6 @@ def replay(trace: Trace, store: KVStore, *, step_time: float = 0.05, model=None,
 
 def compare_policies(trace: Trace, make_store, policies=("max", "pow2", "oracle"), **kwargs) -> dict[str, ReplayResult]:
     """Replay the same trace once per reservation policy: make_store(policy) -> a fresh store."""
+    check_callable("make_store", make_store, "a function policy -> KVStore")
+    check_sequence("policies", policies, 1, what="a list of reservation policies")
     return {p: replay(trace, make_store(p), **kwargs) for p in policies}

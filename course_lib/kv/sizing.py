@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from course_lib.validate import check_float, check_int, check_sequence, check_type
+
 # Bytes per element of the dtypes a KV cache is kept in.
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2,
                "float8": 1, "fp8": 1, "int8": 1}
@@ -39,10 +41,9 @@ class KVShape:
     source: str = ""
 
     def __post_init__(self):
+        check_type("name", self.name, str, "a model name (str)")
         for field in ("num_layers", "num_kv_heads", "head_dim", "bytes_per_element", "max_len"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{field}: must be an integer >= 1; got {value!r}")
+            check_int(field, getattr(self, field), 1)
 
     @property
     def bytes_per_token(self) -> int:
@@ -50,23 +51,19 @@ class KVShape:
 
     def bytes_for(self, tokens: int) -> int:
         """KV bytes of one request holding `tokens` tokens."""
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
-            raise ValueError(f"tokens: must be an integer >= 0; got {tokens!r}")
-        return tokens * self.bytes_per_token
+        return check_int("tokens", tokens, 0) * self.bytes_per_token
 
     def tokens_in(self, budget_bytes: int | float) -> int:
         """How many token slots fit in `budget_bytes` of memory."""
-        if budget_bytes < 0:
-            raise ValueError(f"budget_bytes: must be >= 0; got {budget_bytes!r}")
-        return int(budget_bytes // self.bytes_per_token)
+        budget = check_float("budget_bytes", budget_bytes, 0)
+        return int(budget // self.bytes_per_token)
 
 
 def kv_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, bytes_per_element: int = 2) -> int:
     """2 (K and V) x layers x kv_heads x head_dim x bytes per element."""
     for name, value in (("num_layers", num_layers), ("num_kv_heads", num_kv_heads),
                         ("head_dim", head_dim), ("bytes_per_element", bytes_per_element)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: must be an integer >= 1; got {value!r}")
+        check_int(name, value, 1)
     return 2 * num_layers * num_kv_heads * head_dim * bytes_per_element
 
 
@@ -79,10 +76,13 @@ def shape_from_config(config: Any, name: str = "model", bytes_per_element: int |
     max_position_embeddings.
     """
     get = (lambda k, d=None: config.get(k, d)) if isinstance(config, Mapping) else (lambda k, d=None: getattr(config, k, d))
+    check_type("name", name, str, "a model name (str)")
+    check_int("bytes_per_element", bytes_per_element, 1, none_ok=True)
     layers, hidden, heads = get("num_hidden_layers"), get("hidden_size"), get("num_attention_heads")
     for key, value in (("num_hidden_layers", layers), ("hidden_size", hidden), ("num_attention_heads", heads)):
         if value is None:
             raise ValueError(f"config: needs '{key}'")
+        check_int(f"config.{key}", value, 1)
     kv_heads = get("num_key_value_heads") or heads
     head_dim = get("head_dim") or hidden // heads
     if bytes_per_element is None:
@@ -95,6 +95,7 @@ def shape_from_config(config: Any, name: str = "model", bytes_per_element: int |
 
 def format_bytes(n: float) -> str:
     """1024-based units, as the vLLM paper uses them (800 KB = 800 x 1024 bytes)."""
+    check_float("n", n, finite=False)
     for unit, size in (("GB", GIB), ("MB", MIB), ("KB", KIB)):
         if abs(n) >= size:
             return f"{n / size:.3g} {unit}"
@@ -128,7 +129,11 @@ def tinylm_shape(config=None, bytes_per_element: int = 4) -> KVShape:
 
 def sizing_table(shapes=None, tokens: int = 2048) -> list[dict]:
     """Rows for a table: bytes per token and bytes for a `tokens`-token request."""
-    shapes = list(shapes) if shapes is not None else [tinylm_shape(), *PUBLISHED.values()]
+    check_int("tokens", tokens, 0)
+    shapes = check_sequence("shapes", shapes, what="a list of KVShapes") if shapes is not None else \
+        [tinylm_shape(), *PUBLISHED.values()]
+    for i, s in enumerate(shapes):
+        check_type(f"shapes[{i}]", s, KVShape)
     return [{"model": s.name, "layers": s.num_layers, "kv_heads": s.num_kv_heads, "head_dim": s.head_dim,
              "bytes/elem": s.bytes_per_element, "KV per token": format_bytes(s.bytes_per_token),
              f"KV for {tokens} tokens": format_bytes(s.bytes_for(tokens))} for s in shapes]

@@ -12,6 +12,8 @@ import os
 
 import plotly.io as pio
 
+from course_lib.validate import check_has, check_int, check_mapping, check_sequence, check_type
+
 if "PLOTLY_RENDERER" not in os.environ:
     pio.renderers.default = "plotly_mimetype"
 
@@ -31,8 +33,42 @@ COLORS = {
 }
 
 
+# ---- what every figure checks first: bad input gets one line naming it, never a plotly traceback ----
+def check_title(title) -> None:
+    check_type("title", title, str, "a str or None", none_ok=True)
+
+
+RESULT = ("requests", "steps", "config")
+
+
+def check_result(name: str, result, attrs=RESULT, what: str = "an EngineResult (or DisaggResult)"):
+    """`result` if it has the attributes a figure reads."""
+    return check_has(name, result, attrs, what)
+
+
+def check_results(name: str, results, attrs=RESULT, min_len: int = 1) -> dict:
+    """A {label: result} dict of at least min_len runs, each with `attrs`."""
+    check_mapping(name, results, "a dict {label: EngineResult}", min_len)
+    for label, res in results.items():
+        check_has(f"{name}[{label!r}]", res, attrs, "an EngineResult (or DisaggResult)")
+    return results
+
+
+def check_rows(name: str, rows, keys, min_len: int = 0) -> list:
+    """A list of dicts, each holding every key in `keys`."""
+    rows = check_sequence(name, rows, min_len, what="a list of dicts")
+    for i, row in enumerate(rows):
+        check_mapping(f"{name}[{i}]", row)
+        missing = [k for k in keys if k not in row]
+        if missing:
+            raise ValueError(f"{name}[{i}]: must hold the keys {', '.join(keys)}; missing {', '.join(missing)}")
+    return rows
+
+
 def style(fig, title: str | None = None, height: int = 360):
     """Apply the course's template, title and a compact layout; returns the figure."""
+    check_title(title)
+    check_int("height", height, 1)
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=60, r=20, t=50 if title else 20, b=40))
     if title:
         fig.update_layout(title=title)

@@ -14,7 +14,11 @@ from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from course_lib.plots import COLORS, style
+from course_lib.plots import COLORS, check_title, style
+from course_lib.validate import check_float, check_has, check_int, check_mapping, check_sequence, check_type
+
+SEGMENT = ("start", "size", "seq_id", "token_states", "reserved", "internal")
+FIGURE2 = ("token_states", "reservation", "internal", "external_and_others")
 
 CATEGORY_COLORS = {
     "token_states": COLORS["real"],
@@ -63,6 +67,12 @@ def memory_bar(segments: Sequence, capacity: int | None = None, request: int = 0
     segments: a store's memory_map() (MapSegment: start, size, seq_id, token_states, reserved, internal)
     request:  slots a waiting request needs; holes smaller than it are drawn as external fragmentation
     """
+    segments = check_sequence("segments", segments, 1, what="a store's memory_map() (a list of MapSegments)")
+    for i, seg in enumerate(segments):
+        check_has(f"segments[{i}]", seg, SEGMENT, "a MapSegment (start, size, seq_id, token_states, ...)")
+    check_int("capacity", capacity, 1, none_ok=True)
+    check_int("request", request, 0)
+    check_title(title)
     capacity = capacity or sum(s.size for s in segments)
     fig = go.Figure()
     shown = set()
@@ -127,6 +137,13 @@ def memory_map(result, title: str | None = None, t_range: tuple[int, int] | None
     marks holes at steps when a waiting request was refused because no single
     hole was large enough.
     """
+    check_has("result", result, ("snapshots", "steps", "refusals", "capacity"), "a ReplayResult (course_lib.kv.replay)")
+    if t_range is not None:
+        a, b = check_sequence("t_range", t_range, 2, 2, what="(first step, last step) or None")
+        check_int("t_range[0]", a, 0)
+        check_int("t_range[1]", b, a)
+    check_title(title)
+    check_int("height", height, 100, 10_000)
     lives, holes = _polygons(result, t_range)
     xs = {k: [] for k in ("token_states", "reserved", "internal", "rounding", "external")}
     ys = {k: [] for k in xs}
@@ -187,6 +204,10 @@ def memory_map(result, title: str | None = None, t_range: tuple[int, int] | None
 def usage_over_time(result, title: str | None = None, height: int = 300, max_points: int = 400) -> go.Figure:
     """Stacked shares of capacity per step (token states at the bottom); long replays are
     averaged over windows so at most `max_points` points are drawn."""
+    check_has("result", result, ("steps", "usage"), "a ReplayResult (course_lib.kv.replay)")
+    check_title(title)
+    check_int("height", height, 100, 10_000)
+    check_int("max_points", max_points, 1)
     n = len(result.steps)
     width = max(1, -(-n // max_points))                     # average over windows of this many steps
     fig = go.Figure()
@@ -211,6 +232,19 @@ def waste_breakdown(measured: Mapping[str, Mapping[str, float]],
     published: policy -> the same keys in PERCENT (replay.PAPER_FIGURE2); drawn beside each
                measured bar with a lighter colour
     """
+    for name, table in (("measured", measured), ("published", published)):
+        if table is None and name == "published":
+            continue
+        check_mapping(name, table, "a dict {policy: {token_states, reservation, internal, external_and_others}}",
+                      min_len=1 if name == "measured" else 0)
+        for p, shares in table.items():
+            check_mapping(f"{name}[{p!r}]", shares)
+            for key in FIGURE2:
+                if key not in shares:
+                    raise ValueError(f"{name}[{p!r}]: must hold {', '.join(FIGURE2)}; missing {key}")
+                check_float(f"{name}[{p!r}][{key!r}]", shares[key])
+    check_title(title)
+    check_type("source", source, str)
     policies = list(measured)
     x_outer, x_inner = [], []
     for p in policies:

@@ -6,12 +6,18 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
-from course_lib.plots import COLORS, style
+from course_lib.plots import COLORS, check_title, style
+from course_lib.validate import check_float, check_sequence, check_type
 
 
 def batch_heatmap(tokens: Sequence[Sequence[str]], pad: str = "<pad>", title: str | None = None) -> go.Figure:
     """A padded batch as a grid: one row per sequence, one cell per token slot,
     grey where the slot holds padding, blue where it holds a real token."""
+    tokens = check_sequence("tokens", tokens, 1, what="a list of token rows (lists of str)")
+    for i, row in enumerate(tokens):
+        check_sequence(f"tokens[{i}]", row, what="a list of display tokens (str)")
+    check_type("pad", pad, str)
+    check_title(title)
     B = len(tokens)
     T = max((len(r) for r in tokens), default=0)
     z = [[0 if tok == pad else 1 for tok in row] for row in tokens]
@@ -27,6 +33,12 @@ def batch_heatmap(tokens: Sequence[Sequence[str]], pad: str = "<pad>", title: st
 
 def cost_bars(labels: Sequence[str], values: Sequence[float], unit: str, title: str | None = None) -> go.Figure:
     """Measured values side by side (one bar each, value printed on the bar)."""
+    labels = check_sequence("labels", labels, 1, what="a list of labels")
+    values = check_sequence("values", values, len(labels), len(labels), what="a list of numbers, one per label")
+    for i, v in enumerate(values):
+        check_float(f"values[{i}]", v)
+    check_type("unit", unit, str)
+    check_title(title)
     fig = go.Figure(go.Bar(x=list(labels), y=list(values), text=[f"{v:.3g} {unit}" for v in values],
                            textposition="outside", marker_color=COLORS["measured"]))
     fig.update_yaxes(title=unit)

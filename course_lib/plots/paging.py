@@ -17,7 +17,9 @@ from typing import Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from course_lib.plots import COLORS, style
+from course_lib.plots import COLORS, check_title, style
+from course_lib.validate import check_choice, check_float, check_has, check_int, check_ints, check_mapping, check_sequence, \
+    check_type
 from course_lib.plots.memory import waste_breakdown
 
 SEQ_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
@@ -39,6 +41,11 @@ def block_table_map(snap, title: str | None = None, columns: int | None = None, 
     tables, light orange when cached for reuse with no owner, grey when free; the text is
     how many of the block's slots hold a token state.
     """
+    check_has("snap", snap, ("num_blocks", "block_size", "tables", "fill", "ref_count", "cached"),
+              "a PoolSnapshot (PagedKVStore.snapshot())")
+    check_title(title)
+    check_int("columns", columns, 1, 256, none_ok=True)
+    check_int("max_blocks", max_blocks, 1)
     nb, bs = snap.num_blocks, snap.block_size
     if nb > max_blocks:
         raise ValueError(f"num_blocks: the map draws at most {max_blocks} blocks; got {nb}")
@@ -107,7 +114,14 @@ def pool_over_time(counts: Sequence, steps: Sequence[int] | None = None, title: 
                    height: int = 300) -> go.Figure:
     """Stacked blocks per step: held by one table, shared by several, cached for reuse
     (evictable), free. counts: PoolCounts (course_lib.kv.paged) or PoolSnapshots."""
+    counts = check_sequence("counts", counts, what="a list of PoolCounts or PoolSnapshots")
     counts = [c.counts() if hasattr(c, "counts") else c for c in counts]
+    for i, c in enumerate(counts):
+        check_has(f"counts[{i}]", c, ("num_blocks", "held", "shared", "cached", "free"), "a PoolCounts")
+    if steps is not None:
+        check_ints("steps", steps, min_len=len(counts), max_len=len(counts))
+    check_title(title)
+    check_int("height", height, 100, 10_000)
     x = list(steps) if steps is not None else list(range(len(counts)))
     series = {
         "held by one request": ([c.held - c.shared for c in counts], COLORS["real"]),
@@ -129,6 +143,8 @@ def waste_with_paging(measured: Mapping[str, Mapping[str, float]], published: Ma
                       title: str | None = None) -> go.Figure:
     """Lesson 02's Figure-2 bars, with the paged store's measured column; the paper's vLLM
     token-state share (it publishes only that number for vLLM) is marked on that column."""
+    check_type("paged_key", paged_key, str)
+    check_float("paper_token_share", paper_token_share, 0, 100, none_ok=True)
     fig = waste_breakdown(measured, published, title=title)
     if paper_token_share is not None and paged_key in measured:
         fig.add_trace(go.Scatter(x=[[paged_key], ["measured"]], y=[paper_token_share], mode="markers",
@@ -142,6 +158,13 @@ def block_size_tradeoff(block_sizes: Sequence[int], token_share: Sequence[float]
                         contiguous_ms: float | None = None, title: str | None = None) -> go.Figure:
     """Left axis: % of memory holding token states (internal fragmentation eats the rest).
     Right axis: decode-attention time of the paged kernel per block size."""
+    block_sizes = check_ints("block_sizes", block_sizes, 1, min_len=1)
+    n = len(block_sizes)
+    for name, values in (("token_share", token_share), ("kernel_ms", kernel_ms)):
+        for i, v in enumerate(check_sequence(name, values, n, n, what=f"a list of {n} numbers (one per block size)")):
+            check_float(f"{name}[{i}]", v, 0)
+    check_float("contiguous_ms", contiguous_ms, 0, none_ok=True)
+    check_title(title)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     labels = [str(b) for b in block_sizes]
     fig.add_trace(go.Bar(x=labels, y=[100 * s for s in token_share], name="token states (% of memory, busy steps)",
@@ -163,6 +186,16 @@ def decode_timings(times: Mapping[str, Sequence[float]], baseline: str = "contig
                    paper_band: tuple[float, float] | None = (1.20, 1.26), title: str | None = None) -> go.Figure:
     """Fastest time per decode step of each path (bars, ms) with its ratio to the baseline; the
     paper's paged-kernel overhead band (x baseline) drawn as a shaded range."""
+    check_mapping("times", times, "a dict {path: list of seconds}", min_len=1)
+    for name, ts in times.items():
+        for i, t in enumerate(check_sequence(f"times[{name!r}]", ts, 1, what="a list of seconds")):
+            check_float(f"times[{name!r}][{i}]", t, 0)
+    check_choice("baseline", baseline, list(times))
+    if paper_band is not None:
+        lo, hi = check_sequence("paper_band", paper_band, 2, 2, what="(low, high) or None")
+        check_float("paper_band[0]", lo, 0)
+        check_float("paper_band[1]", hi, lo)
+    check_title(title)
     names = list(times)
     best = {n: min(times[n]) for n in names}
     fig = go.Figure(go.Bar(x=names, y=[1e3 * best[n] for n in names],

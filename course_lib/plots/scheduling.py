@@ -12,11 +12,17 @@ from typing import Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from course_lib.plots import COLORS, style
+from course_lib.plots import COLORS, check_result, check_results, check_rows, check_title, style
+from course_lib.validate import check_choice, check_float, check_has, check_int, check_sequence, check_type
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]
 CLASS_COLORS = {1: "#d62728", 0: "#1f77b4"}       # priority 1 (interactive) red, 0 (batch) blue
+
+
+def _check_slo(slo) -> None:
+    if slo is not None:
+        check_has("slo", slo, ("ttft", "tbt"), "an SLO(ttft=..., tbt=...) or None")
 
 
 def _unit(result) -> str:
@@ -45,6 +51,13 @@ def tradeoff(points: Sequence[dict], slo=None, title: str | None = None, unit: s
             (runs of one group are joined by a line, e.g. one policy at several budgets)
     slo:    an SLO (seconds) to shade the region that meets both targets
     """
+    points = check_rows("points", points, ("label", "ttft", "tbt"))
+    for i, p in enumerate(points):
+        check_float(f"points[{i}]['ttft']", p["ttft"], finite=False)
+        check_float(f"points[{i}]['tbt']", p["tbt"], finite=False)
+    _check_slo(slo)
+    check_title(title)
+    check_type("unit", unit, str)
     fig = go.Figure()
     if slo is not None:
         k = 1e3 if unit == "ms" else 1.0
@@ -79,6 +92,9 @@ def tradeoff(points: Sequence[dict], slo=None, title: str | None = None, unit: s
 def latency_cdf(results: Mapping[str, object], slo=None, title: str | None = None) -> go.Figure:
     """Empirical CDFs of TTFT (per request) and of every gap between tokens, one line per run
     (at most about 300 points per line: the figure stays small)."""
+    check_results("results", results, ("requests",), min_len=0)
+    _check_slo(slo)
+    check_title(title)
     fig = make_subplots(rows=1, cols=2, subplot_titles=["time to first token", "time between tokens (every gap)"])
     unit = _unit(next(iter(results.values()))) if results else "s"
     k, u = _scale(unit)
@@ -107,6 +123,9 @@ def latency_cdf(results: Mapping[str, object], slo=None, title: str | None = Non
 def token_gaps(results: Mapping[str, object], slo=None, title: str | None = None) -> go.Figure:
     """Every gap between two tokens of a stream, at the time the later token came out:
     a stall is a point far above the rest. One panel per run, same axes."""
+    check_results("results", results, ("requests",), min_len=1)
+    _check_slo(slo)
+    check_title(title)
     labels = list(results)
     fig = make_subplots(rows=len(labels), cols=1, shared_xaxes=True, shared_yaxes=True, subplot_titles=labels,
                         vertical_spacing=0.08)
@@ -135,8 +154,9 @@ def token_gaps(results: Mapping[str, object], slo=None, title: str | None = None
 def waits_by_arrival(results: Mapping[str, object], title: str | None = None, metric: str = "ttft") -> go.Figure:
     """Each request's wait (TTFT, or queueing delay with metric='queue') against its arrival,
     coloured by priority; one panel per run. Starvation is a low-priority point far up."""
-    if metric not in ("ttft", "queue"):
-        raise ValueError(f"metric: must be 'ttft' or 'queue'; got {metric!r}")
+    check_results("results", results, ("requests",), min_len=1)
+    check_choice("metric", metric, ("ttft", "queue"))
+    check_title(title)
     labels = list(results)
     fig = make_subplots(rows=1, cols=len(labels), shared_yaxes=True, subplot_titles=labels)
     unit = _unit(results[labels[0]]) if labels else "s"
@@ -181,8 +201,10 @@ def _bars(fig, bars: dict, colors: dict, opacity: dict | None = None) -> None:
 def request_gantt(result, title: str | None = None, max_requests: int = 40, color_by: str = "priority") -> go.Figure:
     """One row per request: waiting (light) from arrival to its first token, then streaming
     (dark) to its last token; an x marks each preemption. Colour by priority or tenant."""
-    if color_by not in ("priority", "tenant"):
-        raise ValueError(f"color_by: must be 'priority' or 'tenant'; got {color_by!r}")
+    check_result("result", result, ("requests", "steps"))
+    check_choice("color_by", color_by, ("priority", "tenant"))
+    check_int("max_requests", max_requests, 1)
+    check_title(title)
     reqs = sorted(result.requests, key=lambda r: (r.arrival, r.rid))[:max_requests]
     unit = _unit(result)
     k, u = _scale(unit)
@@ -220,6 +242,9 @@ def request_gantt(result, title: str | None = None, max_requests: int = 40, colo
 def pipeline_gantt(dres, title: str | None = None, max_requests: int = 30) -> go.Figure:
     """A disaggregated run, request by request: waiting for the prefill engine, the prefill
     step, the KV hand-over on the link, waiting for the decode engine, then decoding."""
+    check_result("dres", dres, ("handovers", "requests", "prefill", "config"), "a DisaggResult")
+    check_int("max_requests", max_requests, 1)
+    check_title(title)
     hand = {h.rid: h for h in dres.handovers}
     unit = dres.config.get("unit", "s")
     k, u = _scale(unit)
@@ -254,6 +279,8 @@ def handover_whatif(rows: Sequence[dict], title: str | None = None) -> go.Figure
     """Per link: the modelled hand-over delay (bars) and the run's TBT p99 (markers).
 
     rows: dicts with link, delay_ms (mean modelled link delay), tbt_p99_ms, ttft_p99_ms."""
+    check_rows("rows", rows, ("link", "delay_ms", "tbt_p99_ms", "ttft_p99_ms"), min_len=1)
+    check_title(title)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     links = [r["link"] for r in rows]
     fig.add_trace(go.Bar(x=links, y=[r["delay_ms"] for r in rows], name="hand-over delay, mean (model)",
@@ -274,6 +301,8 @@ def telemetry(run, title: str | None = None) -> go.Figure:
     (red x: enough memory was free in total); queues and preemptions; at each step, the
     longest gap any stream waited for the token it got then, with the TBT target; each
     step's duration coloured by the prefill tokens it held."""
+    check_result("run", run, ("samples", "capacity", "refusals", "result", "slo"), "an IncidentRun")
+    check_title(title)
     k = 1e3
     s = run.samples
     t = _r([k * x.time for x in s])
@@ -340,6 +369,11 @@ def telemetry(run, title: str | None = None) -> go.Figure:
 def before_after(rows: Sequence[dict], metrics: Sequence[tuple[str, str]], title: str | None = None) -> go.Figure:
     """Bars of a few metrics before and after a fix. rows: {'run': label, metric: value, ...};
     metrics: (key, axis label) pairs, one panel each."""
+    metrics = check_sequence("metrics", metrics, 1, what="a list of (key, axis label) pairs")
+    for i, m in enumerate(metrics):
+        check_sequence(f"metrics[{i}]", m, 2, 2, what="a (key, axis label) pair")
+    check_rows("rows", rows, ["run"] + [m[0] for m in metrics])
+    check_title(title)
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[m[1] for m in metrics])
     for c, (key, _label) in enumerate(metrics, 1):
         fig.add_trace(go.Bar(x=[r["run"] for r in rows], y=[r[key] for r in rows],
@@ -352,6 +386,13 @@ def before_after(rows: Sequence[dict], metrics: Sequence[tuple[str, str]], title
 def table_figure(header: Sequence[str], rows: Sequence[Sequence], title: str | None = None,
                  fill: Sequence[str] | None = None) -> go.Figure:
     """A small table as a figure (a panel returns figures, not HTML)."""
+    header = check_sequence("header", header, 1, what="a list of column names")
+    rows = check_sequence("rows", rows, what="a list of rows")
+    for i, row in enumerate(rows):
+        check_sequence(f"rows[{i}]", row, len(header), len(header), what=f"a row of {len(header)} cells")
+    if fill is not None:
+        check_sequence("fill", fill, len(rows), len(rows), what="one colour per row")
+    check_title(title)
     cols = list(zip(*rows)) if rows else [[] for _ in header]
     cells = dict(values=[list(c) for c in cols], align="left", height=24)
     if fill is not None:

@@ -10,7 +10,8 @@ from typing import Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from course_lib.plots import COLORS, style
+from course_lib.plots import COLORS, check_result, check_results, check_title, style
+from course_lib.validate import check_bool, check_choice, check_float, check_int, check_sequence, check_type
 
 # slot states, in the order of the discrete colour scale
 SLOT_STATES = ("idle", "prefill", "decode", "stalled", "held")
@@ -47,9 +48,13 @@ def timeline(result, x: str = "step", title: str | None = None, max_steps: int |
     with the request id. x='time' places the columns at the steps' clock times,
     so long prefill steps look long; x='step' gives every step the same width.
     """
-    if x not in ("step", "time"):
-        raise ValueError(f"x: must be 'step' or 'time'; got {x!r}")
-    steps = result.steps[:max_steps] if max_steps else result.steps
+    check_result("result", result)
+    check_choice("x", x, ("step", "time"))
+    check_title(title)
+    max_steps = check_int("max_steps", max_steps, 1, none_ok=True, note="None = every step")
+    if show_ids is not None:
+        check_bool("show_ids", show_ids)
+    steps = result.steps[:max_steps] if max_steps is not None else result.steps
     slots = result.config.get("max_running", 1)
     code = {s: i for i, s in enumerate(SLOT_STATES)}
     z = [[0] * len(steps) for _ in range(slots)]
@@ -92,9 +97,13 @@ def latency_boxes(results: Mapping[str, object], metrics: Sequence[str] = ("ttft
     """
     names = {"ttft": "time to first token", "tpot": "time per output token", "e2e": "end-to-end latency",
              "max_gap": "longest gap between tokens"}
-    for m in metrics:
-        if m not in names:
-            raise ValueError(f"metrics: each must be one of {', '.join(names)}; got {m!r}")
+    check_results("results", results, ("latencies", "config"), min_len=0)
+    metrics = check_sequence("metrics", metrics, 1, what=f"a list of metric names ({', '.join(names)})")
+    for i, m in enumerate(metrics):
+        check_choice(f"metrics[{i}]", m, names)
+    check_title(title)
+    check_float("scale", scale, 0, lo_open=True)
+    check_type("unit", unit, str, none_ok=True)
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[names[m] for m in metrics])
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
     for i, (label, res) in enumerate(results.items()):
@@ -114,6 +123,8 @@ def latency_boxes(results: Mapping[str, object], metrics: Sequence[str] = ("ttft
 def step_breakdown(results: Mapping[str, object], title: str | None = None) -> go.Figure:
     """Mean time per step, split into scheduling, building the batch, the model, and sampling
     (microseconds), one stacked bar per run: the cost of reorganising the batch every step."""
+    check_results("results", results, ("steps",), min_len=0)
+    check_title(title)
     parts = [("schedule_s", "schedule (policy + KV bookkeeping)", "#ff7f0e"),
              ("build_s", "build the batch (ids, positions, context)", "#ffbb78"),
              ("model_s", "model forward", COLORS["measured"]),
@@ -134,6 +145,8 @@ def step_breakdown(results: Mapping[str, object], title: str | None = None) -> g
 
 def tokens_per_step(results: Mapping[str, object], title: str | None = None) -> go.Figure:
     """Real tokens computed in each step, per run: how full each step is over time."""
+    check_results("results", results, ("steps",), min_len=0)
+    check_title(title)
     fig = go.Figure()
     for label, res in results.items():
         fig.add_trace(go.Scatter(x=[s.index for s in res.steps], y=[len(s.items) for s in res.steps],
@@ -147,6 +160,10 @@ def step_durations(results: Mapping[str, object], title: str | None = None, scal
                    unit: str = "ms") -> go.Figure:
     """How long every step took, per run (clock time x scale): a long prefill shows as a spike,
     and every request decoding in that step waits that long for its next token."""
+    check_results("results", results, ("steps",), min_len=0)
+    check_title(title)
+    check_float("scale", scale, 0, lo_open=True)
+    check_type("unit", unit, str)
     fig = go.Figure()
     for label, res in results.items():
         fig.add_trace(go.Scatter(x=[s.start * scale for s in res.steps], y=[s.duration * scale for s in res.steps],
