@@ -18,6 +18,8 @@ from typing import Sequence
 import ipywidgets as W
 from IPython.display import display
 
+from course_lib.validate import check_bool, check_int, check_sequence, check_type
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -25,9 +27,18 @@ class Choice:
     correct: bool
     why: str  # shown after the learner checks this option: why it is right or wrong
 
+    def __post_init__(self):
+        check_type("text", self.text, str)
+        check_bool("correct", self.correct)
+        check_type("why", self.why, str)
+
 
 class Quiz:
     def __init__(self, question: str, choices: Sequence[Choice]):
+        check_type("question", question, str)
+        choices = check_sequence("choices", choices, 2, what="a list of Choice(text, correct, why)")
+        for i, c in enumerate(choices):
+            check_type(f"choices[{i}]", c, Choice, "a Choice(text, correct, why)")
         if sum(c.correct for c in choices) != 1:
             raise ValueError(f"choices: exactly one must be correct; got {sum(c.correct for c in choices)}")
         self.question, self.choices = question, list(choices)
@@ -40,8 +51,7 @@ class Quiz:
 
     def answer(self, index: int) -> str:
         """Feedback for choice `index` (0-based), as plain text."""
-        if not 0 <= index < len(self.choices):
-            raise ValueError(f"index: must be in [0, {len(self.choices) - 1}]; got {index}")
+        check_int("index", index, 0, len(self.choices) - 1)
         c = self.choices[index]
         return f"{'Correct' if c.correct else 'Not quite'}: {c.why}"
 
