@@ -5,13 +5,7 @@ from __future__ import annotations
 import pytest
 
 from course_lib.checks import batching as chk
-
-
-def verdict(capsys, check, fn) -> str:
-    check(fn)
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1, out                    # one verdict line, nothing else
-    return out[0]
+from helpers import verdict
 
 
 # ---- task 1 -------------------------------------------------------------------------------

@@ -5,25 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-import torch
 
 from course_lib.checks import incidents as chk
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def verdict(capsys, check, fn, **kw) -> str:
-    ok = check(fn, **kw)
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1, out
-    assert ok == out[0].startswith("✅")
-    return out[0]
+from helpers import one_thread, verdict  # noqa: F401 (an autouse fixture)
 
 
 CHECKS = {"a": chk.check_fix_incident_a, "b": chk.check_fix_incident_b, "c": chk.check_fix_incident_c}

@@ -9,13 +9,7 @@ from course_lib.checks import kv_cache as C
 from course_lib.kv.allocators import best_fit, first_fit, insert_hole
 from course_lib.kv.contiguous import split_usage
 from course_lib.kv.sizing import shape_from_config
-
-
-def verdict(capsys, check, fn) -> str:
-    check(fn)
-    out = capsys.readouterr().out.strip()
-    assert out.count("\n") == 0, "a check prints exactly one line"
-    return out
+from helpers import verdict
 
 
 # ---- answers a learner might write --------------------------------------------------

@@ -6,13 +6,7 @@ import torch
 from course_lib.checks import padding as C
 from course_lib.padding import (attention_mask_from_lengths, batches_in_order, bucket_by_length, pad_tokens,
                                 padding_stats, position_ids_from_mask)
-
-
-def verdict(capsys, check, fn) -> str:
-    check(fn)
-    out = capsys.readouterr().out.strip()
-    assert out.count("\n") == 0, "a check prints exactly one line"
-    return out
+from helpers import verdict
 
 
 def test_reference_answers_pass(capsys):

@@ -17,21 +17,12 @@ from course_lib.kv.base import KVAllocationError
 from course_lib.kv.contiguous import ContiguousKVStore
 from course_lib.kv.paged import PagedKVStore
 from course_lib.kv.reference import ReferenceKVStore
-from course_lib.model import TinyLMConfig, build_model
+from helpers import one_thread, tiny_model  # noqa: F401 (an autouse fixture)
 
-CFG = TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, max_position_embeddings=96)
-MODEL = build_model(CFG, seed=5, dtype=torch.float64, weights="random")
+MODEL = tiny_model(seed=5, max_len=96, dtype=torch.float64)
+CFG = MODEL.config
 _SOLO: dict = {}
 STATS = {"runs": 0, "decode_preempted": 0}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def solo(prompt, n):

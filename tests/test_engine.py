@@ -10,19 +10,11 @@ from course_lib.engine import (CostModelClock, Engine, Rejection, Request, Sampl
 from course_lib.generate import generate
 from course_lib.kv.contexts import BatchedDecodeContext, PaddedStepContext
 from course_lib.kv.reference import ReferenceKVStore
-from course_lib.model import TinyLMConfig, build_model
+from course_lib.model import build_model
 from course_lib.tokenizer import EOS
+from helpers import one_thread, tiny_config  # noqa: F401 (an autouse fixture)
 
-CFG = TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, max_position_embeddings=64)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+CFG = tiny_config()
 
 
 @pytest.fixture(scope="module")

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from course_lib.engine import PrefillFirst, Request, serve
-from course_lib.model import TinyLMConfig, build_model
 from course_lib.plots.timeline import (SLOT_STATES, latency_boxes, step_breakdown, step_durations, timeline,
                                        tokens_per_step)
 from course_lib.widgets.batching import batching_panel, make_requests, request_table
+from helpers import one_thread, tiny_model  # noqa: F401 (an autouse fixture)
 
-CFG = TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                   num_key_value_heads=2, max_position_embeddings=128)
-MODEL = build_model(CFG, seed=2, weights="random")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+MODEL = tiny_model(seed=2, layers=1, max_len=128)
 
 
 @pytest.fixture(scope="module")

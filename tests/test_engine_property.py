@@ -26,11 +26,9 @@ from hypothesis import strategies as st
 from course_lib.engine import Engine, Request, State
 from course_lib.generate import generate
 from course_lib.kv.reference import ReferenceKVStore
-from course_lib.model import TinyLMConfig, build_model
+from helpers import one_thread, tiny_model  # noqa: F401 (an autouse fixture)
 
-CFG = TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, max_position_embeddings=64)
-MODEL = build_model(CFG, seed=7, dtype=torch.float64, weights="random")
+MODEL = tiny_model(seed=7, dtype=torch.float64)
 POLICIES = ["static", "prefill-first", "decode-first", "chunked", "prefill-only"]
 _SOLO: dict = {}
 STATS = {"runs": 0, "preempted": 0, "rejected": 0}   # how many runs exercised preemption / rejection
@@ -54,15 +52,6 @@ class SwapReferenceStore(ReferenceKVStore):
     def free(self, seq_id):
         self.cpu.pop(seq_id, None)
         super().free(seq_id)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy second core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _optional(module, name):

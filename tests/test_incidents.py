@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-import torch
 
 from course_lib.checks.incidents import REFERENCE_FIXES
 from course_lib.engine.slo import SLO
@@ -13,17 +12,10 @@ from course_lib.incidents import (INCIDENTS, IncidentRun, ServerConfig, build_st
                                   shared_prefix_len, stalls, telemetry_summary)
 from course_lib.kv.base import KVAllocationError
 from course_lib.model import build_model
+from helpers import one_thread  # noqa: F401 (an autouse fixture)
 
 MODEL = build_model()
 _RUNS: dict = {}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def runs(key: str) -> tuple[IncidentRun, IncidentRun]:

@@ -12,13 +12,7 @@ from course_lib.checks import prefix as X
 from course_lib.kv.paged import slot_of
 from course_lib.kv.prefix_cache import ROOT_HASH, block_hash, prefix_block_hashes
 from course_lib.paged_attention import gather_kv
-
-
-def verdict(capsys, check, fn) -> str:
-    check(fn)
-    out = capsys.readouterr().out.strip()
-    assert out.count("\n") == 0, "a check prints exactly one line"
-    return out
+from helpers import verdict
 
 
 # ---- reference answers (as a learner would write them) ----------------------------------------

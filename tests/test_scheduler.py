@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from course_lib.engine import (ChunkedPrefill, DecodeFirst, Engine, Limits, Plan, Policy, PrefillFirst, Rejection,
                                Request, Scheduler, State, StaticBatching, highest_priority_first, make_policy,
                                prefill_share, serve)
 from course_lib.kv.reference import ReferenceKVStore
-from course_lib.model import TinyLMConfig, build_model
+from helpers import one_thread, tiny_model  # noqa: F401 (an autouse fixture)
 
-CFG = TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                   num_key_value_heads=2, max_position_embeddings=64)
-MODEL = build_model(CFG, seed=3, weights="random")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+MODEL = tiny_model(seed=3, layers=1)
 
 
 def run(reqs, **kw):

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 import pytest
-import torch
 
 from course_lib.engine.disagg import serve_disaggregated
 from course_lib.engine.priority import serve_priority, two_class_trace
 from course_lib.engine.queues import Ageing
 from course_lib.engine.slo import SLO
 from course_lib.incidents import get_incident
-from course_lib.model import TinyLMConfig, build_model
 from course_lib.plots import scheduling as plots
 from course_lib.widgets.scheduling import incident_panel, run_scheduling, scheduling_panel
+from helpers import one_thread, tiny_model  # noqa: F401 (an autouse fixture)
 
-MODEL = build_model(TinyLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=2, max_position_embeddings=512), weights="random")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+MODEL = tiny_model(seed=0, max_len=512)
 
 
 def test_scheduling_panel_runs_and_reports_bad_values_in_red():
