@@ -48,7 +48,7 @@ from course_lib.device import synchronize
 from course_lib.engine.engine import Engine, clone_requests
 from course_lib.engine.metrics import EngineResult
 from course_lib.engine.request import Rejection, Request, State
-from course_lib.engine.scheduler import Scheduler
+from course_lib.engine.scheduler import Preemption, Scheduler
 from course_lib.kv.base import KVAllocationError, KVStore
 from course_lib.kv.paged import PagedKVStore
 from course_lib.validate import check_callable, check_float, check_int, check_sequence, check_type, is_int
@@ -318,7 +318,7 @@ class DisaggregatedServer:
     def __init__(self, model, prefill_store: KVStore | None = None, decode_store: KVStore | None = None,
                  link: Link | None = None, prefill_policy="prefill-first", decode_policy="decode-first",
                  prefill_limits: tuple[int, int] = (8, 256), decode_limits: tuple[int, int] = (8, 256),
-                 clock="measured", preemption: str = "recompute"):
+                 clock="measured", preemption: Preemption = "recompute"):
         check_type("link", link, Link, "a Link(bandwidth, latency)", none_ok=True)
         for name, lim in (("prefill_limits", prefill_limits), ("decode_limits", decode_limits)):
             check_sequence(name, lim, 2, 2, what="(max_running, max_tokens_per_step)")

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Literal, get_args
 
 import torch
 
@@ -45,15 +45,17 @@ from course_lib.engine.clock import make_clock
 from course_lib.engine.metrics import EngineResult, StepRecord
 from course_lib.engine.request import Rejection, Request, State
 from course_lib.engine.sample import Sampler
-from course_lib.engine.scheduler import Limits, Policy, Scheduler
+from course_lib.engine.scheduler import Limits, Policy, Preemption, Scheduler
 from course_lib.kv.base import KVStore
 from course_lib.kv.contexts import BatchedDecodeContext, PaddedStepContext
 from course_lib.kv.reference import ReferenceKVStore
 from course_lib.kv.step import PackedStep
 from course_lib.validate import check_callable, check_choice, check_has, check_type, is_int, is_number
 
-STEP_MODES = ("packed", "padded")
-ATTENTION = ("auto", "store", "batched")
+StepMode = Literal["packed", "padded"]
+AttentionMode = Literal["auto", "store", "batched"]
+STEP_MODES: tuple[str, ...] = get_args(StepMode)
+ATTENTION: tuple[str, ...] = get_args(AttentionMode)
 
 
 # ---- the engine -------------------------------------------------------------
@@ -82,9 +84,9 @@ class Engine:
     """
 
     def __init__(self, model, store: KVStore | None = None, policy: str | Policy = "prefill-first",
-                 max_running: int = 8, max_tokens_per_step: int = 256, preemption: str = "recompute",
-                 step_mode: str = "packed", clock="measured", sampler: Callable | None = None,
-                 queue="fcfs", kv_capacity: int | None = None, attention: str = "auto",
+                 max_running: int = 8, max_tokens_per_step: int = 256, preemption: Preemption = "recompute",
+                 step_mode: StepMode = "packed", clock="measured", sampler: Callable | None = None,
+                 queue="fcfs", kv_capacity: int | None = None, attention: AttentionMode = "auto",
                  scheduler: Callable[..., Scheduler] = Scheduler):
         check_has("model", model, ("forward_ctx", "config", "device"), "a TinyLM (anything with forward_ctx and .config)")
         check_type("store", store, KVStore, "a KVStore (e.g. PagedKVStore.for_model(model, ...))", none_ok=True)

@@ -53,14 +53,15 @@ room for a more important newcomer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal, get_args
 
 from course_lib.engine.queues import QueuePolicy, as_key
 from course_lib.engine.request import Rejection, Request, State
 from course_lib.kv.base import KVAllocationError, KVStore
 from course_lib.validate import check_callable, check_choice, check_int, check_type
 
-PREEMPTION_MODES = ("recompute", "swap")
+Preemption = Literal["recompute", "swap"]
+PREEMPTION_MODES: tuple[str, ...] = get_args(Preemption)
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,7 @@ class Scheduler:
     """Queues, slots, and the KV bookkeeping that makes a policy's plan real."""
 
     def __init__(self, store: KVStore, policy: str | Policy = "prefill-first", limits: Limits | None = None,
-                 preemption: str = "recompute", queue: Any = "fcfs"):
+                 preemption: Preemption = "recompute", queue: Any = "fcfs"):
         check_type("store", store, KVStore)
         check_choice("preemption", preemption, PREEMPTION_MODES)
         check_type("limits", limits, Limits, none_ok=True)

@@ -20,12 +20,13 @@ The pure functions (`first_fit`, `best_fit`, `insert_hole`) work on a list of
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from typing import Iterable
+from typing import Iterable, Literal, get_args
 
 from course_lib.validate import check_choice, check_int
 
 Hole = tuple[int, int]          # (start, size)
-PLACEMENTS = ("first-fit", "best-fit", "buddy")
+Placement = Literal["first-fit", "best-fit", "buddy"]
+PLACEMENTS: tuple[str, ...] = get_args(Placement)
 
 
 def _check_size(size: int, name: str = "size") -> None:
@@ -195,7 +196,7 @@ class BuddyAllocator:
         return sorted((s, size) for size, starts in self.free_by_size.items() for s in starts)
 
 
-def make_allocator(capacity: int, placement: str, min_block: int = 1):
+def make_allocator(capacity: int, placement: Placement, min_block: int = 1):
     check_choice("placement", placement, PLACEMENTS)
     if placement == "buddy":
         return BuddyAllocator(capacity, min_block)

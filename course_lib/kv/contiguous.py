@@ -41,16 +41,17 @@ memory" is an allocation that fails while total free > requested.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Literal, NamedTuple, Sequence, get_args
 
 import torch
 
-from course_lib.kv.allocators import make_allocator, next_pow2
+from course_lib.kv.allocators import Placement, make_allocator, next_pow2
 from course_lib.device import check_fits
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage
 from course_lib.validate import check_choice, check_int, check_sequence
 
-RESERVATIONS = ("max", "pow2", "oracle")
+Reservation = Literal["max", "pow2", "oracle"]
+RESERVATIONS: tuple[str, ...] = get_args(Reservation)
 
 
 def reservation_size(policy: str, prompt_len: int, final_len: int, max_model_len: int) -> int:
@@ -147,7 +148,7 @@ class ContiguousKVStore(KVStore):
 
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype = torch.float32,
                  device=None, capacity: int = 4096, max_model_len: int | None = None,
-                 reservation: str = "oracle", placement: str = "first-fit", min_block: int = 1):
+                 reservation: Reservation = "oracle", placement: Placement = "first-fit", min_block: int = 1):
         super().__init__(num_layers, num_kv_heads, head_dim, dtype, device)
         capacity = check_int("capacity", capacity, 1)
         check_choice("reservation", reservation, RESERVATIONS)
