@@ -5,7 +5,6 @@ from hypothesis import given, settings, strategies as st
 from course_lib.generate import generate
 from course_lib.kv.reference import ReferenceKVStore
 from course_lib.model import TinyLMConfig, build_model
-from course_lib.tokenizer import EOS
 
 
 def test_config_validation_names_the_parameter():

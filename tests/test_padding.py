@@ -1,5 +1,4 @@
 import pytest
-import torch
 from hypothesis import given, settings, strategies as st
 
 from course_lib.padding import (attention_mask_from_lengths, batches_in_order, bucket_by_length, pad_batch,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from course_lib.engine import (ChunkedPrefill, DecodeFirst, Engine, Limits, Plan, Policy, PrefillFirst, Rejection,
-                               Request, Scheduler, State, StaticBatching, highest_priority_first, make_policy,
-                               prefill_share, serve)
+from course_lib.engine import (DecodeFirst, Engine, Limits, Plan, Policy, PrefillFirst, Rejection, Request, Scheduler,
+                               State, highest_priority_first, make_policy, prefill_share, serve)
 from course_lib.kv.reference import ReferenceKVStore
 from helpers import one_thread, tiny_model  # noqa: F401 (an autouse fixture)
 

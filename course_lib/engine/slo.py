@@ -26,7 +26,6 @@ Rejected requests and requests that never produced a token miss the SLO.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
