@@ -110,7 +110,7 @@ def test_plots_build():
 
 # ---- lab experiments ------------------------------------------------------------------------------
 def test_parallel_sampling_savings_matches_the_block_arithmetic():
-    from course_lib.kv.paged_lab import parallel_sampling_savings
+    from course_lib.labs.paging import parallel_sampling_savings
     from course_lib.workloads import trace_from_lengths
     trace = trace_from_lengths([(32, 1)])                            # 2 full prompt blocks, one output token
     # n=3: tables name 3 x 3 = 9 blocks, 3 + 2 x 1... held: 2 shared + 3 private = 5 -> saved 4/9
@@ -121,7 +121,7 @@ def test_parallel_sampling_savings_matches_the_block_arithmetic():
 
 
 def test_block_size_sweep_trades_waste_for_speed():
-    from course_lib.kv.paged_lab import block_size_sweep
+    from course_lib.labs.paging import block_size_sweep
     trace = sharegpt_like(n=60, rate=5.0, seed=0, scale=1 / 8)
     rows = block_size_sweep(trace, 384, block_sizes=(1, 16, 64), batch=4, context=128, repeat=1, max_model_len=256)
     assert [r["capacity"] for r in rows] == [384, 384, 384]
@@ -136,7 +136,7 @@ def test_block_size_sweep_trades_waste_for_speed():
 def test_compare_preemption_and_prefix_caching_keep_tokens(model64):
     import random
     from course_lib.engine import Request
-    from course_lib.kv.paged_lab import compare_prefix_caching, compare_preemption
+    from course_lib.labs.paging import compare_prefix_caching, compare_preemption
     rng = random.Random(0)
     reqs = [Request([rng.randrange(97, 123) for _ in range(rng.randint(4, 10))], 8, rid=i, eos_id=None)
             for i in range(4)]

@@ -13,7 +13,7 @@ step.py          one packed model step over any store (grow, prepare, run, commi
 decoding.py      greedy decoding with and without a cache, timed (lesson 02)
 replay.py        a trace through any store, allocation only or with the real model (lesson 02)
 sizing.py        KV bytes per token and what fits in a GPU, beside published figures
-paged_lab.py     lessons 04 and 05's experiments (block size, preemption, sharing, prefix caching)
+(lessons 04 and 05's experiments, which build engines on these stores, are in course_lib/labs/)
 """
 
 from course_lib.kv.dense import DenseKVCache

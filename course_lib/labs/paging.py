@@ -1,4 +1,5 @@
-"""The experiments of lessons 04 and 05, as functions a notebook calls in one line.
+"""The experiments of lessons 04 and 05 (paged attention, prefix caching), as functions a
+notebook calls in one line. They sit above the engine and the stores: they build both.
 
 block_size_sweep          memory share held by token states (a replay) and decode-kernel time, per block size
 run_engine                lesson 03's engine on a paged store, stepping it to record the pool after every step
