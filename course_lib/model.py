@@ -15,17 +15,19 @@ arena and a paged block pool are just different contexts: the model is shared.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib.attention import padded_causal_mask, sdpa_attention
-from course_lib.kv.dense import DenseKVCache
 from course_lib.device import check_device
 from course_lib.tokenizer import VOCAB_SIZE
 from course_lib.validate import FLOAT_DTYPES, check_dtype, check_float, check_int, check_type
+
+if TYPE_CHECKING:                      # for type hints only: the model sits below every KV store
+    from course_lib.kv.dense import DenseKVCache
 
 
 @dataclass
