@@ -24,7 +24,8 @@ A decoding batch has one query per sequence (N = number of sequences). A
 prefill chunk of n tokens gives n rows with the same block table and context
 lengths start+1 .. start+n: that is the causal mask, written as lengths.
 
-Two paths that must agree (tests/test_paged_attention.py, to 1e-5 in fp32):
+Three paths that must agree (tests/test_paged_attention.py and tests/test_paged_triton.py,
+to 1e-5 in fp32):
 
     paged_attention_gather   readable: copy each row's blocks into one contiguous
                              (L, nkv, hd) tensor, then ordinary SDPA with a length
@@ -36,16 +37,23 @@ Two paths that must agree (tests/test_paged_attention.py, to 1e-5 in fp32):
                              is copied. Compiled on first use with the system C
                              compiler (gcc/cc) and loaded with ctypes; CPU tensors,
                              float32/float64.
+    paged_attention_triton   fast on a GPU: the same walk as a Triton kernel
+                             (course_lib/paged_attention_triton.py: one program per
+                             row and kv head, online softmax over tiles of tokens);
+                             CUDA tensors, float16/bfloat16/float32. Tested on the
+                             CPU under Triton's interpreter (TRITON_INTERPRET=1).
 
-`paged_attention(..., impl="auto")` uses the kernel where it can run and
-otherwise falls back to the gather path, printing a one-line notice once.
+`paged_attention(..., impl="auto")` uses the fast path of the tensors' device
+(the Triton kernel on CUDA, the C kernel on the CPU) where it can run, and
+otherwise falls back to the gather path, printing a one-line notice once (on
+Apple MPS, for instance, neither kernel runs: the readable path serves).
 
 C checks nothing, so Python checks everything first, on both paths alike: the
 tensors' types, dtypes (q, keys and values all one float dtype), devices and
 shapes, and every block id a row really reads (those within its context). Bad
 input raises a ValueError or TypeError naming the parameter. A kernel that
 cannot run here (no compiler, a GPU tensor, a failed build) is not bad input:
-'auto' falls back to the gather path, 'kernel' raises a RuntimeError. How the
+'auto' falls back to the gather path, 'kernel' and 'triton' raise a RuntimeError. How the
 kernel is built and cached safely is plumbing, kept out of this file:
 course_lib/kernel_build.py.
 
@@ -61,8 +69,8 @@ to compile the first time), but its CPU template does one small GEMM per
 when every block is full and no mask function is needed, and over 10x with a
 mask function for partial last blocks, on this course's 2-core CPU.
 `python -m benchmarks.paged_attention --flex` measures it beside the rest.
-On a GPU (where this C kernel does not run) FlexAttention is the natural fast
-path; this module then falls back to the gather path, with a notice.
+On a GPU the Triton kernel serves (FlexAttention compiles to Triton there too;
+ours is short enough to read).
 """
 
 from __future__ import annotations
@@ -73,10 +81,11 @@ import sys
 import torch
 
 from course_lib.attention import sdpa_attention
+from course_lib.device import check_device, get_device, synchronize
 from course_lib.kernel_build import (  # noqa: F401  (CACHE_ENV ... RETRY_AFTER_S: public, importable from here)
     CACHE_ENV, DEFAULT_COMPILE_TIMEOUT_S, KERNEL_SOURCE, PAGED_ATTENTION_C, RETRY_AFTER_S, TIMEOUT_ENV, _load_kernel)
 
-IMPLS = ("auto", "kernel", "gather")
+IMPLS = ("auto", "kernel", "triton", "gather")   # kernel: the C kernel (CPU); triton: the GPU kernel
 PARALLEL_MIN_WORK = 1 << 20     # multiply-adds (rows x heads x keys x head_dim) below which the kernel uses one thread
 KERNEL_MAX_SCRATCH_BYTES = 1 << 30   # per-thread scratch the kernel may ask for; above it, the gather path serves
 
@@ -285,10 +294,45 @@ def _run_kernel(q, key_blocks, value_blocks, block_tables, context_lens, num_thr
     return out
 
 
+# ---- the fast path on a GPU: a Triton kernel (course_lib/paged_attention_triton.py) -----------------
+def fast_impl(device) -> str:
+    """The fast path for tensors on `device`: 'triton' on a CUDA GPU, 'kernel' (C) elsewhere."""
+    return "triton" if torch.device(device).type == "cuda" else "kernel"
+
+
+def triton_unavailable_reason(q: torch.Tensor, key_blocks: torch.Tensor) -> str | None:
+    """Why the Triton kernel cannot serve these tensors (None: it can); see kernel_unavailable_reason."""
+    from course_lib.paged_attention_triton import triton_unavailable_reason as reason   # imports triton when asked
+    return reason(q, key_blocks)
+
+
+def unavailable_reason(impl: str, q: torch.Tensor, key_blocks: torch.Tensor) -> str | None:
+    """Why the fast path `impl` ('kernel' or 'triton') cannot serve these tensors; None: it can."""
+    return (triton_unavailable_reason if impl == "triton" else kernel_unavailable_reason)(q, key_blocks)
+
+
+def paged_attention_triton(q: torch.Tensor, key_blocks: torch.Tensor, value_blocks: torch.Tensor,
+                           block_tables: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
+    """The fast path on a GPU: the Triton kernel reads each block in place. q (N, nh, hd) -> (N, nh, hd).
+
+    Bad input raises ValueError/TypeError (as on the other paths); a kernel that cannot run
+    here (no triton, not a CUDA tensor, float64, a failed compile) raises RuntimeError."""
+    _check_inputs(q, key_blocks, value_blocks, block_tables, context_lens)
+    return _run_triton(q, key_blocks, value_blocks, block_tables, context_lens)
+
+
+def _run_triton(q, key_blocks, value_blocks, block_tables, context_lens) -> torch.Tensor:
+    """paged_attention_triton on inputs _check_inputs has passed."""
+    from course_lib.paged_attention_triton import run_triton
+    return run_triton(q, key_blocks, value_blocks, block_tables, context_lens)
+
+
+# ---- one entry point -----------------------------------------------------------------------------
 def paged_attention(q: torch.Tensor, key_blocks: torch.Tensor, value_blocks: torch.Tensor,
                     block_tables: torch.Tensor, context_lens: torch.Tensor, impl: str = "auto") -> torch.Tensor:
-    """Paged attention. impl: 'kernel' (fast), 'gather' (readable), 'auto' (kernel where it
-    can run, else gather with a one-line notice). q (N, nh, hd) -> (N, nh, hd).
+    """Paged attention. impl: 'kernel' (the C kernel, CPU), 'triton' (the Triton kernel, GPU),
+    'gather' (readable), 'auto' (the fast path of q's device where it can run, else gather
+    with a one-line notice). q (N, nh, hd) -> (N, nh, hd).
 
     Bad input raises ValueError/TypeError whatever the impl: it is the caller's error, not
     a reason to switch paths."""
@@ -298,9 +342,12 @@ def paged_attention(q: torch.Tensor, key_blocks: torch.Tensor, value_blocks: tor
         return paged_attention_gather(q, key_blocks, value_blocks, block_tables, context_lens)
     if impl == "kernel":
         return paged_attention_kernel(q, key_blocks, value_blocks, block_tables, context_lens)
+    if impl == "triton":
+        return paged_attention_triton(q, key_blocks, value_blocks, block_tables, context_lens)
     _check_inputs(q, key_blocks, value_blocks, block_tables, context_lens)
+    run = _run_triton if fast_impl(q.device) == "triton" else _run_kernel
     try:
-        return _run_kernel(q, key_blocks, value_blocks, block_tables, context_lens)
+        return run(q, key_blocks, value_blocks, block_tables, context_lens)
     except Exception as exc:    # the inputs are fine, so the kernel could not run here: say why, use the readable path
         notice(str(exc) or type(exc).__name__)
         return paged_attention_gather(q, key_blocks, value_blocks, block_tables, context_lens)
@@ -316,9 +363,11 @@ def notice(reason: str) -> None:
 
 # ---- measuring decode attention ---------------------------------------------------------------
 def random_decode_problem(batch: int = 32, context: int = 1024, num_heads: int = 4, num_kv_heads: int = 2,
-                          head_dim: int = 32, block_size: int = 16, seed: int = 0, dtype=torch.float32):
+                          head_dim: int = 32, block_size: int = 16, seed: int = 0, dtype=torch.float32,
+                          device=None):
     """One decode step's attention inputs, twice: in a paged pool whose blocks are scattered
     at random, and as contiguous (B, nkv, L, hd) tensors holding the same keys and values.
+    Made on `device` (default: the CPU) with that device's random generator.
 
     returns dict(q (B, nh, hd), key_blocks, value_blocks, block_tables (B, L/bs), context_lens (B,),
                  k (B, nkv, L, hd), v (B, nkv, L, hd))
@@ -329,20 +378,22 @@ def random_decode_problem(batch: int = 32, context: int = 1024, num_heads: int =
             raise ValueError(f"{name}: must be an integer >= {lo}; got {value!r}")
     if num_heads % num_kv_heads:
         raise ValueError(f"num_kv_heads: must divide num_heads ({num_heads}); got {num_kv_heads}")
-    g = torch.Generator().manual_seed(seed)
+    dev = check_device(device if device is not None else "cpu")
+    g = torch.Generator(device=dev).manual_seed(seed)
     n_blocks = -(-context // block_size)
-    k = torch.randn(batch, num_kv_heads, context, head_dim, generator=g, dtype=dtype)        # (B, nkv, L, hd)
-    v = torch.randn(batch, num_kv_heads, context, head_dim, generator=g, dtype=dtype)
-    q = torch.randn(batch, num_heads, head_dim, generator=g, dtype=dtype)                     # (B, nh, hd)
-    tables = torch.randperm(batch * n_blocks, generator=g).view(batch, n_blocks)              # scattered blocks
+    on = dict(dtype=dtype, device=dev)
+    k = torch.randn(batch, num_kv_heads, context, head_dim, generator=g, **on)               # (B, nkv, L, hd)
+    v = torch.randn(batch, num_kv_heads, context, head_dim, generator=g, **on)
+    q = torch.randn(batch, num_heads, head_dim, generator=g, **on)                            # (B, nh, hd)
+    tables = torch.randperm(batch * n_blocks, generator=g, device=dev).view(batch, n_blocks)  # scattered blocks
     pad = n_blocks * block_size - context
     kp = torch.nn.functional.pad(k, (0, 0, 0, pad)).view(batch, num_kv_heads, n_blocks, block_size, head_dim)
     vp = torch.nn.functional.pad(v, (0, 0, 0, pad)).view(batch, num_kv_heads, n_blocks, block_size, head_dim)
-    key_blocks = torch.empty(batch * n_blocks, num_kv_heads, head_dim, block_size, dtype=dtype)
-    value_blocks = torch.empty(batch * n_blocks, num_kv_heads, block_size, head_dim, dtype=dtype)
+    key_blocks = torch.empty(batch * n_blocks, num_kv_heads, head_dim, block_size, **on)
+    value_blocks = torch.empty(batch * n_blocks, num_kv_heads, block_size, head_dim, **on)
     key_blocks[tables.flatten()] = kp.permute(0, 2, 1, 4, 3).reshape(-1, num_kv_heads, head_dim, block_size)
     value_blocks[tables.flatten()] = vp.permute(0, 2, 1, 3, 4).reshape(-1, num_kv_heads, block_size, head_dim)
-    lens = torch.full((batch,), context, dtype=torch.long)
+    lens = torch.full((batch,), context, dtype=torch.long, device=dev)
     return dict(q=q, key_blocks=key_blocks, value_blocks=value_blocks, block_tables=tables, context_lens=lens, k=k, v=v)
 
 
@@ -353,22 +404,27 @@ def decode_contenders(problem: dict) -> dict:
     out = {"contiguous SDPA": lambda: torch.nn.functional.scaled_dot_product_attention(
         q4, p["k"], p["v"], enable_gqa=p["q"].shape[1] != p["k"].shape[1])[:, :, 0]}
     args = (p["q"], p["key_blocks"], p["value_blocks"], p["block_tables"], p["context_lens"])
-    if kernel_unavailable_reason(p["q"], p["key_blocks"]) is None:
-        out["paged (fast kernel)"] = lambda: paged_attention_kernel(*args)
+    impl = fast_impl(p["q"].device)                      # the C kernel on the CPU, the Triton kernel on a GPU
+    if unavailable_reason(impl, p["q"], p["key_blocks"]) is None:
+        fast = paged_attention_triton if impl == "triton" else paged_attention_kernel
+        out["paged (fast kernel)"] = lambda: fast(*args)
     out["paged (readable gather)"] = lambda: paged_attention_gather(*args)
     return out
 
 
 def time_contenders(contenders: dict, repeat: int = 20, warmup: int = 2, threads: int | None = None,
-                    progress: bool = False) -> dict[str, list[float]]:
+                    progress: bool = False, device=None) -> dict[str, list[float]]:
     """Seconds per call of each contender, interleaved round by round so that a shared
     machine's load hits every contender alike. `threads`: torch's thread count while timing
-    (the kernel follows it; None: leave it). Returns name -> sorted list of times."""
+    (the kernel follows it; None: leave it). `device`: where the work runs (default
+    get_device()); a GPU is synchronised before and after every call, so a time is the
+    work's, not the time it took to queue it. Returns name -> sorted list of times."""
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"repeat: must be an integer >= 1; got {repeat!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads: must be an integer >= 1 or None; got {threads!r}")
     import time
+    dev = check_device(device) if device is not None else get_device()
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -383,8 +439,10 @@ def time_contenders(contenders: dict, repeat: int = 20, warmup: int = 2, threads
             rounds = tqdm(rounds, desc="timing", leave=False)
         for _ in rounds:
             for name, fn in contenders.items():
+                synchronize(dev)
                 t0 = time.perf_counter()
                 fn()
+                synchronize(dev)
                 times[name].append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(before)

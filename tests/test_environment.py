@@ -16,7 +16,7 @@ def pyproject_pins() -> dict[str, str]:
 def environment_pins() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "environment.yml").read_text().splitlines():
-        m = re.match(r"\s*-\s+([A-Za-z0-9_.\-]+==\S+)\s*$", line)
+        m = re.match(r"\s*-\s+([A-Za-z0-9_.\-]+==[^\s;]+\s*(;.*)?)$", line)
         if m:
             name, version = _split(m.group(1))
             pins[name] = version
@@ -24,9 +24,12 @@ def environment_pins() -> dict[str, str]:
 
 
 def _split(req: str) -> tuple[str, str]:
+    """'name==version' -> (name, version); an environment marker stays with the version
+    ('triton==3.7.1; platform_system == "Linux"' -> ('triton', '3.7.1; platform_system == "Linux"'))."""
+    req, _, marker = req.partition(";")
     name, _, version = req.partition("==")
     assert version, f"{req!r} is not pinned with =="
-    return name.strip().lower(), version.strip()
+    return name.strip().lower(), version.strip() + (f"; {marker.strip()}" if marker.strip() else "")
 
 
 def test_same_packages_same_pins():

@@ -53,7 +53,7 @@ from course_lib.attention import sequence_attention
 from course_lib.device import check_fits
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage, StepContext
 from course_lib.kv.prefix_cache import ROOT_ENTRY, ROOT_HASH, PrefixCache, block_hash
-from course_lib.paged_attention import IMPLS, gather_kv, kernel_unavailable_reason, notice, paged_attention
+from course_lib.paged_attention import IMPLS, fast_impl, gather_kv, notice, paged_attention, unavailable_reason
 from course_lib.validate import check_bool, check_callable, check_choice, check_int, check_ints
 
 MAX_BLOCK_SIZE = 256
@@ -176,7 +176,8 @@ class PagedKVStore(KVStore):
     max_model_len:  the longest sequence accepted (default: the whole pool)
     prefix_caching: keep full blocks for reuse by later requests with the same prefix
     swap_blocks:    blocks in the CPU pool used by swap_out (default: as many as the pool)
-    attention:      'auto' (fast kernel where it runs, else readable), 'kernel', 'gather'
+    attention:      'auto' (the device's fast kernel where it runs, else readable), 'kernel' (C, CPU),
+                    'triton' (GPU), 'gather'
     hash_fn:        the prefix cache's block hash (tests pass a colliding one)
     """
 
@@ -473,14 +474,16 @@ class PagedKVStore(KVStore):
         return PagedStepContext(self, list(batch))
 
     def resolved_attention(self, num_heads: int) -> str:
-        """'kernel' or 'gather': what a step runs for a model with `num_heads` query heads."""
+        """'kernel' (the C kernel, CPU), 'triton' (GPU) or 'gather': what a step runs for a
+        model with `num_heads` query heads ('auto': the fast path of the store's device)."""
         if self.attention == "gather":
             return "gather"
+        impl = fast_impl(self.device) if self.attention == "auto" else self.attention
         q = torch.empty(0, num_heads, self.head_dim, dtype=self.dtype, device=self.device)
-        reason = kernel_unavailable_reason(q, self.key_blocks(0) if self.num_layers else q)
+        reason = unavailable_reason(impl, q, self.key_blocks(0) if self.num_layers else q)
         if reason is None:
-            return "kernel"
-        if self.attention == "kernel":
+            return impl
+        if self.attention != "auto":
             raise RuntimeError(reason)
         notice(reason)
         return "gather"
@@ -668,8 +671,8 @@ class PagedStepContext(StepContext):
     Built once per step (shared by every layer): the slot of every new token,
     and for every new token a row of (block table, context length). Per layer:
     scatter the new keys/values into their slots, then paged attention over the
-    pool: the C kernel reads the blocks in place; the readable path gathers each
-    sequence's blocks and runs causal SDPA.
+    pool: the fast kernel (C on the CPU, Triton on a GPU) reads the blocks in place;
+    the readable path gathers each sequence's blocks and runs causal SDPA.
     """
 
     def __init__(self, store: PagedKVStore, batch: list[tuple[int, int]]):
@@ -696,7 +699,7 @@ class PagedStepContext(StepContext):
         kb, vb = store.key_blocks(layer), store.value_blocks(layer)
         if self.impl is None:
             self.impl = store.resolved_attention(q.shape[2])
-        if self.impl == "kernel":     # 'auto': a kernel failing at run time falls back to gather, with a notice
+        if self.impl != "gather":     # 'auto': a kernel failing at run time falls back to gather, with a notice
             out = paged_attention(q[0].to(store.dtype), kb, vb, self.block_tables, self.context_lens,
                                   impl=store.attention)
             return out.to(q.dtype)[None]                                          # (1, N, nh, hd)
