@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from course_lib.engine import Request, State
-from course_lib.engine.priority import (PriorityEngine, PriorityRequest, class_report, clone_tagged, deadline_trace,
-                                        mixed_trace, serve_priority, starvation, tag, two_class_trace, wait_time)
+from course_lib.engine.priority import PriorityEngine, PriorityRequest, clone_tagged, serve_priority, tag
 from course_lib.engine.queues import (Ageing, FairShare, QueuePolicy, as_key, earliest_deadline_first, expected_work,
                                       fcfs, highest_priority_first, shortest_job_first)
 from course_lib.generate import generate
+from course_lib.labs.scheduling import (class_report, deadline_trace, mixed_trace, starvation, two_class_trace,
+                                       wait_time)
 from course_lib.kv.paged import PagedKVStore
 from course_lib.kv.reference import ReferenceKVStore
 from helpers import one_thread, tiny_model  # noqa: F401 (an autouse fixture)

@@ -6,8 +6,9 @@ import plotly.graph_objects as go
 import pytest
 
 from course_lib.engine.disagg import serve_disaggregated
-from course_lib.engine.priority import serve_priority, two_class_trace
+from course_lib.engine.priority import serve_priority
 from course_lib.engine.queues import Ageing
+from course_lib.labs.scheduling import two_class_trace
 from course_lib.engine.slo import SLO
 from course_lib.incidents import get_incident
 from course_lib.plots import scheduling as plots

@@ -16,8 +16,9 @@ from functools import lru_cache
 import torch
 
 from course_lib.checks.core import Case, run_cases
-from course_lib.engine.priority import PriorityEngine, clone_tagged, deadline_trace, starvation, two_class_trace
+from course_lib.engine.priority import PriorityEngine, clone_tagged
 from course_lib.engine.queues import Ageing
+from course_lib.labs.scheduling import deadline_trace, starvation, two_class_trace
 from course_lib.engine.request import Request, State
 from course_lib.engine.slo import SLO, meets
 

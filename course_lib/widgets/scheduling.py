@@ -18,10 +18,11 @@ from dataclasses import replace
 import ipywidgets as W
 
 from course_lib.engine.disagg import DisaggregatedServer
-from course_lib.engine.priority import PriorityEngine, clone_tagged, deadline_trace, two_class_trace
+from course_lib.engine.priority import PriorityEngine, clone_tagged
 from course_lib.engine.queues import QUEUES as QUEUE_REGISTRY, FairShare, make_queue as make_queue_policy
 from course_lib.engine.scheduler import PrefillFirst
 from course_lib.engine.slo import SLO, gpu_like_clock, slo_report
+from course_lib.labs.scheduling import deadline_trace, two_class_trace
 from course_lib.plots.scheduling import latency_cdf, pipeline_gantt, request_gantt, table_figure, telemetry
 from course_lib.validate import check_bool, check_choice, check_float, check_has, check_int, check_type
 from course_lib.widgets import Panel
