@@ -8,7 +8,8 @@ import plotly.graph_objects as go
 import pytest
 
 from course_lib.kv.contiguous import ContiguousKVStore
-from course_lib.kv.paged import PagedKVStore, pool_counts
+from course_lib.kv.paged import PagedKVStore
+from course_lib.kv.pool_views import pool_counts
 from course_lib.kv.replay import replay
 from course_lib.kv.sizing import GIB, PUBLISHED
 from course_lib.workloads import alpaca_like, make_trace, sharegpt_like

@@ -7,6 +7,7 @@ reference.py     one exact-size tensor per sequence: the oracle the other stores
 allocators.py    first-fit, best-fit and buddy placement over one arena (lesson 02)
 contiguous.py    a real preallocated arena, one slab per request, Max/Pow2/Oracle reservation (lesson 02)
 paged.py         a block pool with block tables, reference counts, copy-on-write, swapping (lesson 04)
+pool_views.py    what plots read about a pool: memory-map segments, snapshots, block counts
 prefix_cache.py  full blocks cached under a chained hash, verified, evicted LRU (lesson 05)
 contexts.py      attention contexts that work over any store: padded steps, batched decodes
 step.py          one packed model step over any store (grow, prepare, run, commit)

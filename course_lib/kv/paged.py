@@ -45,13 +45,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from course_lib.attention import sequence_attention
 from course_lib.device import check_fits
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage, StepContext
+from course_lib.kv.pool_views import BlockSegment, PoolSnapshot
 from course_lib.kv.prefix_cache import ROOT_ENTRY, ROOT_HASH, PrefixCache, block_hash
 from course_lib.paged_attention import IMPLS, fast_impl, gather_kv, notice, paged_attention, unavailable_reason
 from course_lib.validate import check_bool, check_callable, check_choice, check_int, check_ints
@@ -67,71 +68,6 @@ def num_blocks_for(tokens: int, block_size: int) -> int:
 def slot_of(block_table: Sequence[int], position: int, block_size: int) -> int:
     """The flat slot of the token at `position`: its physical block times bs, plus its offset."""
     return block_table[position // block_size] * block_size + position % block_size
-
-
-class BlockSegment(NamedTuple):
-    """One block of the pool in a memory map (a hole: seq_id None). Same fields as
-    lesson 02's MapSegment, so its plots can draw a paged pool too."""
-
-    start: int
-    size: int
-    seq_id: int | None
-    token_states: int = 0
-    reserved: int = 0
-    internal: int = 0
-    shared: int = 1            # block tables holding this block
-    cached: bool = False       # in the prefix cache
-
-
-@dataclass(frozen=True)
-class PoolSnapshot:
-    """A copy of the pool's bookkeeping at one moment (what the plots draw)."""
-
-    num_blocks: int
-    block_size: int
-    tables: dict[int, list[int]]     # seq_id -> its blocks
-    fill: dict[int, int]             # held block -> slots holding a token state
-    ref_count: list[int]
-    cached: frozenset[int]           # blocks in the prefix cache (held or evictable)
-    cached_free: tuple[int, ...]     # evictable cached blocks, least recently used first
-    free: int                        # blocks on the free list
-
-    @property
-    def held(self) -> int:
-        return sum(1 for c in self.ref_count if c > 0)
-
-    @property
-    def shared(self) -> int:
-        return sum(1 for c in self.ref_count if c > 1)
-
-    def counts(self) -> "PoolCounts":
-        return PoolCounts(self.num_blocks, self.held, self.shared, len(self.cached_free), self.free)
-
-
-class PoolCounts(NamedTuple):
-    """Blocks by state at one moment: held (by one table or more), shared (by several),
-    cached (no owner, kept for reuse: evictable), free."""
-
-    num_blocks: int
-    held: int
-    shared: int
-    cached: int
-    free: int
-
-
-def pool_counts(segments, block_size: int, num_blocks: int) -> PoolCounts:
-    """PoolCounts from a PagedKVStore.memory_map() (e.g. the snapshots a replay records)."""
-    held = shared = cached = free = 0
-    for seg in segments:
-        n = seg.size // block_size
-        if seg.seq_id is not None:
-            held += n
-            shared += n if seg.shared > 1 else 0
-        elif seg.cached:
-            cached += n
-        else:
-            free += n
-    return PoolCounts(num_blocks, held, shared, cached, free)
 
 
 @dataclass

@@ -24,7 +24,8 @@ import torch
 
 from course_lib.engine import Engine, clone_requests
 from course_lib.engine.sample import sample_token
-from course_lib.kv.paged import PagedKVStore, PoolSnapshot, num_blocks_for, pool_counts
+from course_lib.kv.paged import PagedKVStore, num_blocks_for
+from course_lib.kv.pool_views import PoolSnapshot, pool_counts
 from course_lib.kv.reference import ReferenceKVStore
 from course_lib.kv.replay import replay
 from course_lib.kv.step import PackedStep

@@ -6,7 +6,7 @@ waste_with_paging    lesson 02's Figure-2 bars with the paged column added (pape
 block_size_tradeoff  internal fragmentation and kernel time against block size
 decode_timings       time per decode step of the attention paths, with the paper's overhead band
 
-The figures only read results: a PoolSnapshot (course_lib.kv.paged.pool_snapshot),
+The figures only read results: a PoolSnapshot (course_lib.kv.pool_views),
 ReplayResult shares, timing dictionaries.
 """
 
@@ -113,7 +113,7 @@ def block_table_map(snap, title: str | None = None, columns: int | None = None, 
 def pool_over_time(counts: Sequence, steps: Sequence[int] | None = None, title: str | None = None,
                    height: int = 300) -> go.Figure:
     """Stacked blocks per step: held by one table, shared by several, cached for reuse
-    (evictable), free. counts: PoolCounts (course_lib.kv.paged) or PoolSnapshots."""
+    (evictable), free. counts: PoolCounts (course_lib.kv.pool_views) or PoolSnapshots."""
     counts = check_sequence("counts", counts, what="a list of PoolCounts or PoolSnapshots")
     counts = [c.counts() if hasattr(c, "counts") else c for c in counts]
     for i, c in enumerate(counts):
