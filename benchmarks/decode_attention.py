@@ -18,8 +18,9 @@ heads, 2 key/value heads, head_dim 32, fp32; 16-token blocks):
                       (kv/contexts.py's BatchedDecodeContext)
     paged (readable)  blocks scattered in a pool; copy each sequence's blocks out,
                       then SDPA (course_lib.paged_attention.paged_attention_gather)
-    paged (fast)      the C kernel that reads every block where it lies
-                      (course_lib.paged_attention.paged_attention_kernel; CPU only)
+    paged (fast)      the kernel that reads every block where it lies: the C kernel on
+                      the CPU (course_lib.paged_attention.paged_attention_kernel), the
+                      Triton kernel on a GPU (paged_attention_triton)
 
 Achieved KV bandwidth = bytes of the REAL keys and values (sum of the
 sequences' lengths x nkv x hd x 2 x 4 bytes) / seconds per step. A kernel
@@ -41,8 +42,8 @@ from benchmarks.common import (BenchResult, NullProgress, Table, Target, copy_ba
                                median, time_interleaved)
 from course_lib.attention import sdpa_attention
 from course_lib.device import get_device
-from course_lib.paged_attention import (kernel_unavailable_reason, paged_attention_gather, paged_attention_kernel,
-                                        random_decode_problem)
+from course_lib.paged_attention import (fast_impl, paged_attention_gather, paged_attention_kernel,
+                                        paged_attention_triton, random_decode_problem, unavailable_reason)
 
 NAME = "decode_attention"
 TITLE = "Decode attention: KV bytes per second against the copy bandwidth"
@@ -108,9 +109,11 @@ def contenders(p: dict) -> tuple[dict, dict]:
     fns = {"contiguous SDPA": contiguous, "padded batch": padded,
            "paged (readable)": lambda: paged_attention_gather(*args)}
     skipped = {}
-    reason = kernel_unavailable_reason(p["q"], p["key_blocks"])
+    impl = fast_impl(p["q"].device)                              # C on the CPU, Triton on a GPU
+    reason = unavailable_reason(impl, p["q"], p["key_blocks"])
     if reason is None:
-        fns["paged (fast)"] = lambda: paged_attention_kernel(*args)
+        fast = paged_attention_triton if impl == "triton" else paged_attention_kernel
+        fns["paged (fast)"] = lambda: fast(*args)
     else:
         skipped["paged (fast)"] = reason
     return fns, skipped

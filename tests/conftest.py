@@ -20,3 +20,12 @@ def small_cfg() -> TinyLMConfig:
 def model64(small_cfg):
     """float64 weights: greedy argmax cannot flip on a rounding-level near-tie."""
     return build_model(small_cfg, seed=1, dtype=torch.float64, weights="random")
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """Where a test that touches tensors puts them: COURSE_DEVICE (cpu, cuda, mps) if set, else the
+    best device here (course_lib.device.get_device: cuda > mps > cpu). `make test` on a laptop runs
+    on the CPU; `make gpu-check` sets COURSE_DEVICE=cuda, so the same tests run on the GPU."""
+    from course_lib.device import get_device
+    return get_device()

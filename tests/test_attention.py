@@ -1,4 +1,5 @@
-"""Every attention path agrees with the explicit-softmax reference to 1e-5 in fp32."""
+"""Every attention path agrees with the explicit-softmax reference to 1e-5 in fp32,
+on the test device (the `device` fixture: COURSE_DEVICE, else the best one here)."""
 
 import pytest
 import torch
@@ -11,22 +12,22 @@ from course_lib.padding import attention_mask_from_lengths
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
-def rand(*shape, seed=0):
+def rand(*shape, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g)
+    return torch.randn(*shape, generator=g).to(device)
 
 
-def test_reference_matches_textbook_formula_without_mask():
-    q, k, v = rand(2, 4, 5, 8), rand(2, 4, 5, 8, seed=1), rand(2, 4, 5, 8, seed=2)
+def test_reference_matches_textbook_formula_without_mask(device):
+    q, k, v = rand(2, 4, 5, 8, device=device), rand(2, 4, 5, 8, seed=1, device=device), rand(2, 4, 5, 8, seed=2, device=device)
     expected = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, -1) @ v
     assert torch.allclose(reference_attention(q, k, v), expected, **TOL)
 
 
 @pytest.mark.parametrize("nh,nkv", [(4, 4), (4, 2), (8, 1)])
-def test_sdpa_matches_reference_with_causal_padding_mask(nh, nkv):
+def test_sdpa_matches_reference_with_causal_padding_mask(nh, nkv, device):
     B, T, hd = 3, 7, 16
-    q, k, v = rand(B, nh, T, hd), rand(B, nkv, T, hd, seed=1), rand(B, nkv, T, hd, seed=2)
-    mask = padded_causal_mask(attention_mask_from_lengths([7, 3, 1], "left"), T)
+    q, k, v = rand(B, nh, T, hd, device=device), rand(B, nkv, T, hd, seed=1, device=device), rand(B, nkv, T, hd, seed=2, device=device)
+    mask = padded_causal_mask(attention_mask_from_lengths([7, 3, 1], "left").to(device), T)
     ref = reference_attention(q, k, v, mask)
     assert torch.allclose(sdpa_attention(q, k, v, mask), ref, **TOL)
     # padding query rows have no key to attend to: they return zeros, not NaN
@@ -52,15 +53,16 @@ def test_causal_mask_puts_queries_at_the_end():
 @settings(max_examples=25, deadline=None)
 @given(lens=st.lists(st.tuples(st.integers(1, 9), st.integers(0, 6)), min_size=1, max_size=5),
        nkv=st.sampled_from([1, 2, 4]), seed=st.integers(0, 10_000))
-def test_packed_paths_agree_with_per_sequence_reference(lens, nkv, seed):
+def test_packed_paths_agree_with_per_sequence_reference(lens, nkv, seed, device):
     """Each sequence has lk keys and its last lq (<= lk) tokens as queries (prefill or decode)."""
     nh, hd = 4, 8
     qs, ks, vs, expected = [], [], [], []
     for i, (lq, extra) in enumerate(lens):
         lk = lq + extra
-        q, k, v = rand(lq, nh, hd, seed=seed + 3 * i), rand(lk, nkv, hd, seed=seed + 3 * i + 1), rand(lk, nkv, hd, seed=seed + 3 * i + 2)
+        q, k, v = (rand(n, h, hd, seed=seed + 3 * i + j, device=device) for j, (n, h) in enumerate([(lq, nh), (lk, nkv), (lk, nkv)]))
         qs.append(q); ks.append(k); vs.append(v)
-        ref = reference_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], causal_mask(lq, lk))
+        ref = reference_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
+                                  causal_mask(lq, lk, device))
         expected.append(ref[0].transpose(0, 1))
     q, cu_q = pack(qs)
     k, cu_k = pack(ks)
@@ -70,17 +72,18 @@ def test_packed_paths_agree_with_per_sequence_reference(lens, nkv, seed):
     assert torch.allclose(packed_attention_masked(q, k, v, cu_q, cu_k), expected, **TOL)
 
 
-def test_padded_batch_equals_each_sequence_alone():
+def test_padded_batch_equals_each_sequence_alone(device):
     """The lesson-01 claim: with a mask, padding changes nothing for the real tokens."""
     lengths, nh, hd, T = [6, 2, 4], 2, 8, 6
-    x = [rand(n, nh, hd, seed=i) for i, n in enumerate(lengths)]
-    q = torch.zeros(3, nh, T, hd)
+    x = [rand(n, nh, hd, seed=i, device=device) for i, n in enumerate(lengths)]
+    q = torch.zeros(3, nh, T, hd, device=device)
     for b, n in enumerate(lengths):                      # left padding
         q[b, :, T - n:] = x[b].transpose(0, 1)
-    mask = padded_causal_mask(attention_mask_from_lengths(lengths, "left"), T)
+    mask = padded_causal_mask(attention_mask_from_lengths(lengths, "left").to(device), T)
     out = sdpa_attention(q, q, q, mask)
     for b, n in enumerate(lengths):
-        alone = reference_attention(x[b].transpose(0, 1)[None], x[b].transpose(0, 1)[None], x[b].transpose(0, 1)[None], causal_mask(n, n))
+        alone = reference_attention(x[b].transpose(0, 1)[None], x[b].transpose(0, 1)[None], x[b].transpose(0, 1)[None],
+                                    causal_mask(n, n, device))
         assert torch.allclose(out[b, :, T - n:], alone[0], **TOL)
 
 

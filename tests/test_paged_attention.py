@@ -21,8 +21,9 @@ KERNEL = kernel_available()
 needs_kernel = pytest.mark.skipif(not KERNEL, reason="no C compiler here: the fast kernel cannot be built")
 
 
-def random_paged(N, nh, nkv, hd, bs, max_blocks, num_blocks, seed, dtype=torch.float32, lens=None):
-    """A random pool, random (distinct-per-row) block tables and context lengths."""
+def random_paged(N, nh, nkv, hd, bs, max_blocks, num_blocks, seed, dtype=torch.float32, lens=None, device="cpu"):
+    """A random pool, random (distinct-per-row) block tables and context lengths (made on the
+    CPU from the seed, then moved to `device`)."""
     g = torch.Generator().manual_seed(seed)
     kb = torch.randn(num_blocks, nkv, hd, bs, generator=g, dtype=dtype)             # (nb, nkv, hd, bs)
     vb = torch.randn(num_blocks, nkv, bs, hd, generator=g, dtype=dtype)             # (nb, nkv, bs, hd)
@@ -30,7 +31,7 @@ def random_paged(N, nh, nkv, hd, bs, max_blocks, num_blocks, seed, dtype=torch.f
     if lens is None:
         lens = torch.randint(0, max_blocks * bs + 1, (N,), generator=g)
     q = torch.randn(N, nh, hd, generator=g, dtype=dtype)
-    return q, kb, vb, tables, torch.as_tensor(lens, dtype=torch.long)
+    return tuple(t.to(device) for t in (q, kb, vb, tables, torch.as_tensor(lens, dtype=torch.long)))
 
 
 def contiguous_reference(q, kb, vb, tables, lens):
@@ -67,11 +68,13 @@ def test_gather_kv_follows_the_block_table():
 @settings(max_examples=25, deadline=None)
 @given(N=st.integers(1, 6), heads=st.sampled_from([(4, 2), (4, 4), (6, 3), (8, 1)]), hd=st.sampled_from([8, 16, 32]),
        bs=st.sampled_from([1, 4, 16]), max_blocks=st.integers(1, 5), seed=st.integers(0, 10_000))
-def test_gather_path_equals_contiguous_sdpa(N, heads, hd, bs, max_blocks, seed):
+def test_gather_path_equals_contiguous_sdpa(N, heads, hd, bs, max_blocks, seed, device):
+    """On the test device; 'auto' too (there: the C kernel on the CPU, the Triton kernel on CUDA)."""
     nh, nkv = heads
-    q, kb, vb, tables, lens = random_paged(N, nh, nkv, hd, bs, max_blocks, max_blocks * N + 3, seed)
+    q, kb, vb, tables, lens = random_paged(N, nh, nkv, hd, bs, max_blocks, max_blocks * N + 3, seed, device=device)
     ref = contiguous_reference(q, kb, vb, tables, lens)
     torch.testing.assert_close(paged_attention_gather(q, kb, vb, tables, lens), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(paged_attention(q, kb, vb, tables, lens), ref, atol=1e-5, rtol=1e-5)
 
 
 @needs_kernel

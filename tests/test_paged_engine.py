@@ -200,3 +200,31 @@ def test_engine_parallel_sampling_shares_the_prompt_through_the_cache(model64):
     assert len({tuple(o) for o in res.outputs().values()}) > 1          # they really are different samples
     assert store.stats.hit_tokens == 3 * ((len(prompt) - 1) // 4) * 4   # 3 of 4 prompts found cached
     store.check_invariants()
+
+
+def test_the_engine_on_the_test_device_serves_solo_tokens(device):
+    """TinyLM in float32 and its paged store on the test device (COURSE_DEVICE): the steps run the
+    device's fast kernel ('auto': the Triton kernel on a GPU, the C kernel on the CPU), and every
+    request gets its solo tokens, with logits within 1e-4 of the reference store's."""
+    from course_lib.paged_attention import fast_impl, unavailable_reason
+
+    cfg = TinyLMConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.3)
+    model = build_model(cfg, seed=1, dtype=torch.float32, device=device, weights="random")
+    reqs = make_requests(seed=5, n=5)
+    longest = max(len(r.prompt) + r.max_new_tokens for r in reqs)
+    store, res = run_paged(model, reqs, block_size=4, num_blocks=num_blocks_for(longest, 4) + 4,
+                           preemption="recompute", prefix_caching=True)
+    impl = fast_impl(device)
+    q = torch.empty(0, cfg.num_attention_heads, store.head_dim, device=device)
+    assert store.resolved_attention(cfg.num_attention_heads) == (
+        impl if unavailable_reason(impl, q, store.key_blocks(0)) is None else "gather")
+    assert not res.rejected
+    for r in reqs:
+        assert res.outputs()[r.rid] == solo(model, r.prompt, r.max_new_tokens), f"request {r.rid} differs from solo"
+    rec = Recorder()
+    Engine(model, ReferenceKVStore.for_model(model), max_running=8, clock="steps", sampler=rec).run(clone_requests(reqs))
+    assert res.recorded.keys() == rec.rows.keys()
+    for key, row in res.recorded.items():
+        torch.testing.assert_close(row, rec.rows[key], atol=1e-4, rtol=1e-4)
+    store.check_invariants()

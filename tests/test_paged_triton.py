@@ -120,6 +120,23 @@ q, kb, vb, tables, lens = prefill_chunk_problem(dtype=torch.float16)
 result["float16"] = float((paged_attention(q, kb, vb, tables, lens, impl="triton").double()
                            - reference(q, kb, vb, tables, lens)).abs().max())
 result["float64 reason"] = triton_unavailable_reason(q.double(), kb.double())
+
+# the engine on a paged store whose steps run the Triton kernel (prefill chunks and decode rows)
+from course_lib.engine.engine import Engine, clone_requests
+from course_lib.engine.request import Request
+from course_lib.kv.paged import PagedKVStore
+from course_lib.model import TinyLMConfig, build_model
+cfg = TinyLMConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.3)
+model = build_model(cfg, seed=1, weights="random")
+reqs = [Request([97 + i] * (3 + 4 * i), 6, arrival=i, rid=i, eos_id=None) for i in range(3)]
+outputs = {}
+for attention in ("triton", "gather"):
+    store = PagedKVStore.for_model(model, num_blocks=24, block_size=4, attention=attention)
+    res = Engine(model, store, policy="chunked", max_tokens_per_step=8, clock="steps").run(clone_requests(reqs))
+    outputs[attention] = res.outputs()
+    result[f"engine {attention} impl"] = store.resolved_attention(cfg.num_attention_heads)
+result["engine outputs equal"] = outputs["triton"] == outputs["gather"]
 result["total"] = time.perf_counter() - t0
 print(json.dumps(result))
 """
@@ -154,6 +171,14 @@ def test_half_precision_and_unsupported_dtypes(interpreted):
     then falls back), never computed wrongly."""
     assert interpreted["float16"] <= 1e-2
     assert "float16/bfloat16/float32" in interpreted["float64 reason"]
+
+
+@needs_triton
+def test_the_engine_serves_through_the_triton_kernel(interpreted):
+    """A paged store on attention='triton' (chunked prefill and decode steps through the kernel)
+    gives the engine the same tokens as the readable path."""
+    assert interpreted["engine triton impl"] == "triton" and interpreted["engine gather impl"] == "gather"
+    assert interpreted["engine outputs equal"]
 
 
 def test_without_a_gpu_or_interpreter_auto_never_picks_triton():
