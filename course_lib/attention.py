@@ -39,11 +39,11 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 def _check_heads(q: torch.Tensor, k: torch.Tensor, head_dim: int = 1, v: torch.Tensor | None = None) -> int:
     ndim = 4 if head_dim == 1 else 3
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if t is not None:
+        if name != "v" or v is not None:            # _check_heads(q, k) checks two of them
             check_tensor(name, t, ndim=ndim, floating=True)
     nh, nkv = q.shape[head_dim], k.shape[head_dim]
     if nh % nkv:
-        raise ValueError(f"heads: query heads ({nh}) must be a multiple of key/value heads ({nkv})")
+        raise ValueError(f"q: its {nh} query heads must be a multiple of k's {nkv} key/value heads")
     return nh // nkv
 
 

@@ -27,7 +27,7 @@ def get_device(prefer: str | None = None) -> torch.device:
     e.g. COURSE_DEVICE=cpu on a GPU machine to compare the two.
     """
     if prefer is not None and not isinstance(prefer, str):
-        raise BadType(f"prefer: must be one of {', '.join(_VALID)} or None; got {show(prefer)}")
+        raise BadType(f"device: must be one of {', '.join(_VALID)} or None; got {show(prefer)}")
     choice = prefer or os.environ.get("COURSE_DEVICE")
     if choice:
         choice = choice.lower()

@@ -245,7 +245,7 @@ def trace_from_lengths(lengths: Sequence[tuple[int, int]], interval: float = 0.0
         requests.append(Request(i, i * float(interval), _random_tokens(rng, p), o))
     longest = max((r.final_len for r in requests), default=1)
     if max_len is not None and longest > max_len:
-        raise ValueError(f"lengths: prompt + output must be <= max_len ({max_len}); got {longest}")
+        raise ValueError(f"max_len: must be >= every prompt + output of `lengths` ({longest}); got {max_len}")
     rate = 1.0 / interval if interval > 0 else math.inf
     return Trace("hand-made", requests, rate, seed, 1.0, max_len or longest)
 

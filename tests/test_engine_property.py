@@ -23,7 +23,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from course_lib.engine import Engine, Request, State
+from course_lib.engine import Engine, Rejection, Request, State
 from course_lib.generate import generate
 from course_lib.kv.reference import ReferenceKVStore
 from helpers import one_thread, tiny_model  # noqa: F401 (an autouse fixture)
@@ -168,8 +168,9 @@ def test_tight_memory_really_preempts_and_rejects():
     trace = [([65, 66, 67, 68, 65, 66], 8, 0), ([66, 67], 9, 0), ([67] * 5, 9, 1), ([65] * 9, 9, 2), ([68] * 30, 9, 0)]
     res = check_run(trace, "reference", "prefill-first", "packed", "recompute", 4, 16, 24)
     assert sum(r.num_preemptions for r in res.requests) > 0
-    assert [r.rid for r in res.rejected] == [4]
-    assert "cannot hold" in res.rejected[0].finish_reason
+    assert [r.rid for r in res.rejected] == [4]             # 39 tokens: more than the store can ever hold,
+    assert res.rejected[0].rejection is Rejection.TOO_LONG   # so it is refused at submission, before any work
+    assert "can ever hold" in res.rejected[0].finish_reason and not res.rejected[0].output
     res = check_run(trace[:4], "reference-swap", "chunked", "packed", "swap", 4, 16, 24)
     assert sum(r.num_preemptions for r in res.requests) > 0
 

@@ -105,7 +105,7 @@ def test_plots_build():
     assert any(t.name == "paper: vLLM's token states (96.3 %)" for t in f2.data)
     assert len(block_size_tradeoff([1, 16], [0.99, 0.97], [3.0, 1.0], 1.2).data) == 3
     assert decode_timings({"contiguous SDPA": [0.001], "paged (fast kernel)": [0.0012]}).data[0].text[1] == "1.20x"
-    with pytest.raises(ValueError, match="num_blocks"):
+    with pytest.raises(ValueError, match="max_blocks: must be >= the pool's 300 blocks"):
         block_table_map(PagedKVStore(1, 1, 1, num_blocks=300, block_size=1).snapshot())
 
 

@@ -321,7 +321,11 @@ class DisaggregatedServer:
                  clock="measured", preemption: Preemption = "recompute"):
         check_type("link", link, Link, "a Link(bandwidth, latency)", none_ok=True)
         for name, lim in (("prefill_limits", prefill_limits), ("decode_limits", decode_limits)):
-            check_sequence(name, lim, 2, 2, what="(max_running, max_tokens_per_step)")
+            running, budget = check_sequence(name, lim, 2, 2, what="(max_running, max_tokens_per_step)")
+            check_int(f"{name}[0]", running, 1, 4096, note="max_running")
+            check_int(f"{name}[1]", budget, 1, 1 << 20, note="max_tokens_per_step")
+        check_type("prefill_store", prefill_store, KVStore, none_ok=True)
+        check_type("decode_store", decode_store, KVStore, none_ok=True)
         if prefill_store is not None and prefill_store is decode_store:
             raise ValueError("decode_store: must be a different store from prefill_store (two machines, two pools)")
         self.model, self.link = model, link or Link()

@@ -50,7 +50,7 @@ from course_lib.kv.base import KVStore
 from course_lib.kv.contexts import BatchedDecodeContext, PaddedStepContext
 from course_lib.kv.reference import ReferenceKVStore
 from course_lib.kv.step import PackedStep
-from course_lib.validate import check_callable, check_choice, check_has, check_type, is_int, is_number
+from course_lib.validate import check_callable, check_choice, check_has, check_int, check_type, is_int, is_number
 
 StepMode = Literal["packed", "padded"]
 AttentionMode = Literal["auto", "store", "batched"]
@@ -94,6 +94,7 @@ class Engine:
         check_choice("attention", attention, ATTENTION)
         check_callable("sampler", sampler, "a callable (requests, logits) -> tokens", none_ok=True)
         check_callable("scheduler", scheduler, "a Scheduler class or factory")
+        check_int("kv_capacity", kv_capacity, 1, none_ok=True, note="token slots of the default store")
         if store is not None and kv_capacity is not None:
             raise ValueError("kv_capacity: give either a store or a capacity for the default store, not both")
         self.model = model

@@ -48,7 +48,7 @@ import torch
 from course_lib.kv.allocators import Placement, make_allocator, next_pow2
 from course_lib.device import check_fits
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage
-from course_lib.validate import check_choice, check_int, check_sequence
+from course_lib.validate import check_choice, check_int, check_ints
 
 Reservation = Literal["max", "pow2", "oracle"]
 RESERVATIONS: tuple[str, ...] = get_args(Reservation)
@@ -154,6 +154,8 @@ class ContiguousKVStore(KVStore):
         check_choice("reservation", reservation, RESERVATIONS)
         check_fits("capacity", capacity, capacity * 2 * num_layers * num_kv_heads * head_dim * self._itemsize(),
                    self.device, "the arena")
+        if check_int("min_block", min_block, 1, capacity, note="a power of two") & (min_block - 1):
+            raise ValueError(f"min_block: must be a power of two >= 1; got {min_block}")
         self.allocator = make_allocator(capacity, placement, min_block)
         biggest = max(size for _, size in self.allocator.free_blocks())   # the largest slab the empty arena holds
         max_model_len = check_int("max_model_len", biggest if max_model_len is None else max_model_len, 1)
@@ -210,7 +212,7 @@ class ContiguousKVStore(KVStore):
         if seq_id in self.slabs or seq_id in self.swapped:
             raise ValueError(f"seq_id: {seq_id} is already in the store")
         check_int("max_len", max_len, 1, self.max_model_len)
-        n = len(check_sequence("tokens", tokens))
+        n = len(check_ints("tokens", tokens, 0))
         if not 1 <= n <= max_len:
             raise ValueError(f"tokens: the prompt must hold between 1 and max_len ({max_len}) tokens; got {n}")
 
@@ -224,6 +226,7 @@ class ContiguousKVStore(KVStore):
 
     def add(self, seq_id: int, tokens: Sequence[int], max_len: int) -> int:
         """Reserve one slab for the whole life of the sequence; 0 tokens are cached yet."""
+        self._check_seq("seq_id", seq_id)
         self._check_new(seq_id, tokens, max_len)
         asked = self.reserve_for(len(tokens), max_len)
         size = self.allocator.slab_size(asked)

@@ -240,7 +240,7 @@ class PagedKVStore(KVStore):
         if seq_id in self.seqs or seq_id in self.swapped:
             raise ValueError(f"seq_id: {seq_id} is already in the store")
         check_int("max_len", max_len, 1, self.max_model_len)
-        n = len(check_ints("tokens", tokens, 0))
+        n = len(check_ints("tokens", tokens, 0))  # token ids: integers, never truncated floats
         if not 1 <= n <= max_len:
             raise ValueError(f"tokens: the prompt must hold between 1 and max_len ({max_len}) tokens; got {n}")
 
@@ -265,6 +265,7 @@ class PagedKVStore(KVStore):
     def add(self, seq_id: int, tokens: Sequence[int], max_len: int) -> int:
         """Admit a sequence: take cached prefix blocks, allocate blocks for the rest of the
         prompt (nothing is reserved for the output). Returns the cached token count."""
+        self._check_seq("seq_id", seq_id)
         self._check_new(seq_id, tokens, max_len)
         tokens = [int(t) for t in tokens]
         self.sync_prefix_cache()
@@ -285,10 +286,10 @@ class PagedKVStore(KVStore):
             self.stats.hit_tokens += hit
         return hit
 
-    def _seq(self, seq_id: int) -> _Seq:
+    def _seq(self, seq_id: int, name: str = "seq_id") -> _Seq:
         if seq_id not in self.seqs:
             where = "swapped out" if seq_id in self.swapped else "not in the store"
-            raise ValueError(f"seq_id: {seq_id} is {where}")
+            raise ValueError(f"{name}: {seq_id!r} is {where}")
         return self.seqs[seq_id]
 
     def _shared_in(self, seq: _Seq, start: int, end: int) -> list[int]:
@@ -342,7 +343,7 @@ class PagedKVStore(KVStore):
     def fork(self, parent_id: int, child_id: int) -> None:
         """The child shares all of the parent's blocks (counts go up; nothing is copied).
         The first of them to write into a shared block gets a copy (copy-on-write)."""
-        parent = self._seq(parent_id)
+        parent = self._seq(parent_id, "parent_id")
         self._check_seq("child_id", child_id)
         if child_id in self.seqs or child_id in self.swapped:
             raise ValueError(f"child_id: {child_id} is already in the store")
@@ -362,11 +363,9 @@ class PagedKVStore(KVStore):
     def slot_mapping(self, seq_id: int, start: int, n: int) -> torch.Tensor:
         """(n,) flat slots of positions start .. start+n-1 (block * block_size + offset)."""
         seq = self._seq(seq_id)
-        check_int("start", start)
-        check_int("n", n)
-        if start < 0 or n < 0 or start + n > len(seq.table) * self.block_size:
-            raise ValueError(f"start/n: positions [{start}, {start + n}) must lie in the sequence's "
-                             f"{len(seq.table) * self.block_size} allocated slots")
+        allocated = len(seq.table) * self.block_size
+        check_int("start", start, 0, allocated, note=f"positions must lie in the sequence's {allocated} allocated slots")
+        check_int("n", n, 0, allocated - start, note=f"positions must lie in the sequence's {allocated} allocated slots")
         pos = torch.arange(start, start + n)
         table = torch.tensor(seq.table, dtype=torch.long)
         return table[pos // self.block_size] * self.block_size + pos % self.block_size

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage
-from course_lib.validate import check_int, check_sequence
+from course_lib.validate import check_int, check_ints
 
 
 class ReferenceKVStore(KVStore):
@@ -42,7 +42,7 @@ class ReferenceKVStore(KVStore):
             if seq_id in self.k:
                 raise ValueError(f"seq_id: {seq_id} is already in the store")
         check_int("max_len", max_len, 1, self.capacity)
-        n = len(check_sequence("tokens", tokens))
+        n = len(check_ints("tokens", tokens, 0))
         if not 1 <= n <= max_len:
             raise ValueError(f"tokens: the prompt must hold between 1 and max_len ({max_len}) tokens; got {n}")
 
@@ -51,6 +51,7 @@ class ReferenceKVStore(KVStore):
         return self.capacity is None or self._used() + len(tokens) <= self.capacity
 
     def add(self, seq_id: int, tokens: Sequence[int], max_len: int) -> int:
+        self._check_seq("seq_id", seq_id)
         self._check_new(seq_id, tokens, max_len)
         self.k[seq_id] = self._empty(0)
         self.v[seq_id] = self._empty(0)

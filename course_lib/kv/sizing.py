@@ -88,7 +88,7 @@ def shape_from_config(config: Any, name: str = "model", bytes_per_element: int |
     if bytes_per_element is None:
         dtype = str(get("torch_dtype") or get("dtype") or "float16").replace("torch.", "")
         if dtype not in DTYPE_BYTES:
-            raise ValueError(f"torch_dtype: must be one of {sorted(DTYPE_BYTES)}; got {dtype!r}")
+            raise ValueError(f"config.torch_dtype: must be one of {', '.join(sorted(DTYPE_BYTES))}; got {dtype!r}")
         bytes_per_element = DTYPE_BYTES[dtype]
     return KVShape(name, layers, kv_heads, head_dim, bytes_per_element, get("max_position_embeddings") or 2048)
 

@@ -159,6 +159,7 @@ def sample_in_parallel(model, prompt: Sequence[int], n: int, new_tokens: int, bl
               note=f"prompt + new_tokens within the model's context of {limit}")
     check_float("temperature", temperature, 0)
     check_int("seed", seed, 0)
+    check_int("block_size", block_size, 1, 256)
     total = len(prompt) + new_tokens
     store = PagedKVStore.for_model(model, num_blocks=n * num_blocks_for(total, block_size) + 1, block_size=block_size,
                                    attention=attention)

@@ -48,7 +48,7 @@ def block_table_map(snap, title: str | None = None, columns: int | None = None, 
     check_int("max_blocks", max_blocks, 1)
     nb, bs = snap.num_blocks, snap.block_size
     if nb > max_blocks:
-        raise ValueError(f"num_blocks: the map draws at most {max_blocks} blocks; got {nb}")
+        raise ValueError(f"max_blocks: must be >= the pool's {nb} blocks (the map draws every block); got {max_blocks}")
     cols = columns or min(16, max(4, int(nb ** 0.5 + 0.999)))
     seq_ids = list(snap.tables)
     longest = max((len(t) for t in snap.tables.values()), default=0)

@@ -12,7 +12,7 @@ import ipywidgets as W
 from course_lib.engine import Engine, PrefillFirst, Request
 from course_lib.engine.metrics import mean, ttft_tpot
 from course_lib.plots.timeline import timeline
-from course_lib.validate import check_choice, check_has, check_type
+from course_lib.validate import check_choice, check_float, check_has, check_ints, check_sequence, check_type
 from course_lib.validate import check_int as vcheck_int
 from course_lib.widgets import Panel, check_int, parse_int_list
 
@@ -29,6 +29,10 @@ MAX_REQUESTS = 12
 def make_requests(prompt_lens, output_lens, arrivals, seed: int = 0) -> list[Request]:
     """Requests with the given lengths and arrival steps; prompts are seeded printable bytes.
     A list of one value is repeated to the length of the longest list."""
+    prompt_lens = check_ints("prompt_lens", prompt_lens, 1, 4096, min_len=1)
+    output_lens = check_ints("output_lens", output_lens, 1, 4096, min_len=1)
+    arrivals = [check_float(f"arrivals[{i}]", a, 0) for i, a in enumerate(check_sequence("arrivals", arrivals, 1))]
+    vcheck_int("seed", seed, 0)
     n = max(len(prompt_lens), len(output_lens), len(arrivals))
     lists = {"prompt lengths": prompt_lens, "output lengths": output_lens, "arrival steps": arrivals}
     for name, values in lists.items():
