@@ -65,9 +65,9 @@ def stream_greedy(model, prompt: Sequence[int], max_new_tokens: int, eos_id: int
     check_has("model", model, ("config", "device"), "a TinyLM")
     limit = model.config.max_position_embeddings
     prompt = check_tokens("prompt", prompt, model.config.vocab_size)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= limit - len(prompt):
-        raise ValueError(f"max_new_tokens: must be an integer in [1, {limit - len(prompt)}] for a {len(prompt)}-token prompt; "
-                         f"got {max_new_tokens!r}")
+    if len(prompt) >= limit:
+        raise ValueError(f"prompt: must hold fewer than {limit} tokens (the model's context); got {len(prompt)}")
+    check_int("max_new_tokens", max_new_tokens, 1, limit - len(prompt), note=f"for a {len(prompt)}-token prompt")
     cache = DenseKVCache(model.config.num_hidden_layers)
     ids = torch.tensor([list(prompt)], device=model.device)              # (1, T)
     logits = model(ids, cache=cache)                                      # (1, T, V) prefill

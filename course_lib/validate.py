@@ -189,6 +189,13 @@ def check_sequence(name: str, value: Any, min_len: int = 0, max_len: int | None 
     return items
 
 
+def check_iterable(name: str, value: Any, what: str = "a list") -> Any:
+    """`value` if it can be iterated (a list, a tuple, a generator), but is not a string or a dict."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        fail(name, what, value, wrong_type=True)
+    return value
+
+
 def check_mapping(name: str, value: Any, what: str = "a dict", min_len: int = 0) -> dict:
     """`value` if it is a mapping (dict-like) of at least `min_len` items."""
     if not (hasattr(value, "keys") and hasattr(value, "__getitem__") and hasattr(value, "items")):
@@ -257,5 +264,5 @@ def check_has(name: str, value: Any, attrs: Sequence[str], what: str) -> Any:
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 __all__ = ["BadType", "show", "fail", "is_int", "is_number", "check_int", "check_float", "check_bool", "check_choice",
-           "check_type", "check_callable", "check_sequence", "check_mapping", "check_ints", "check_tokens",
+           "check_type", "check_callable", "check_sequence", "check_iterable", "check_mapping", "check_ints", "check_tokens",
            "check_tensor", "check_dtype", "check_has", "FLOAT_DTYPES"]

@@ -51,7 +51,7 @@ from course_lib.engine.clock import CostModelClock, make_clock
 from course_lib.engine.disagg import DisaggregatedServer, Link, export_kv, handover_bytes, serve_colocated
 from course_lib.engine.metrics import StepRecord
 from course_lib.engine.priority import PriorityEngine, PriorityRequest, Preemptive
-from course_lib.labs.scheduling import deadline_trace, mixed_trace, two_class_trace
+from course_lib.labs.scheduling import class_report, deadline_trace, mixed_trace, starvation, two_class_trace
 from course_lib.engine.queues import Ageing, FairShare, as_key, make_queue
 from course_lib.engine.request import requests_from_trace
 from course_lib.engine.scheduler import FunctionPolicy, Limits, Scheduler, make_policy
@@ -322,13 +322,17 @@ ENTRIES += [
            "scheduler": [5, None]}),
     Entry("Engine(swap on reference)", Engine, dict(model=MODEL), {"preemption": ["swap"]}),
     Entry("Engine.submit", _submit, dict(req=Request([1], 2)), {"req": [None, ([1], 2), "req", 5]}),
+    Entry("Engine.run", lambda requests=None, **kw: Engine(MODEL, clock="steps").run(
+        [Request([1], 2)] if requests is None else requests, **kw), dict(),
+          {"requests": [5, "ab", [None], {"a": 1}], "max_steps": [0, -1, 2.5, NAN, "10"], "progress": BOOL},
+          {"requests": "req"}),
     Entry("PriorityEngine", PriorityEngine, dict(model=MODEL),
           {"queue": NAME[:2] + [5], "preempt": BOOL, "policy": NAME, "model": [None]}),
     Entry("DisaggregatedServer", DisaggregatedServer, dict(model=MODEL),
           {"model": [None, 5], "link": [5, "fast"], "prefill_limits": [(8,), "8", 8, (0, 256)],
            "decode_limits": [(8, 256, 1), (8, NAN)], "prefill_store": ["x"], "clock": NAME}),
-    Entry("DisaggregatedServer.run", lambda requests: DisaggregatedServer(MODEL).run(requests),
-          dict(requests=[Request([1], 2)]), {"requests": [5, "abc", [None], [5]]}),
+    Entry("DisaggregatedServer.run", lambda requests=None, **kw: DisaggregatedServer(MODEL, clock="steps").run(
+        [Request([1], 2)] if requests is None else requests, **kw), dict(), {"requests": [5, "abc", [None], [5]], "max_steps": [0, 2.5, NAN]}),
     Entry("serve_colocated", serve_colocated, dict(model=MODEL, requests=[Request([1], 2, rid=0)]),
           {"replicas": [0, -1, 65, 2.5, True], "make_store": [5, "paged"]}),
     Entry("Link", Link, dict(bandwidth=1e9),
@@ -381,6 +385,8 @@ ENTRIES += [
     Entry("priority.deadline_trace", deadline_trace, dict(n_interactive=3, n_batch=1),
           {"every": POS_INT, "deadline": FIN_POS, "batch_at": FIN_NONNEG, "seed": NONNEG_INT,
            "interactive_output": [1, 0, 2.5], "n_batch": NONNEG_INT + [HUGE]}),
+    Entry("labs.class_report", class_report, dict(result=RESULT), {"result": [None, 5], "by": NAME}),
+    Entry("labs.starvation", starvation, dict(result=RESULT), {"result": [None, 5], "priority": [2.5, "high", NAN]}),
     # ---- SLOs and reports ----
     Entry("SLO", SLO, dict(ttft=1.0, tbt=0.1), {"ttft": POS_OR_INF, "tbt": POS_OR_INF, "per_request": NAME}),
     Entry("slo_report", slo_report, dict(result=RESULT, slo=SLO(1.0, 1.0)),
@@ -462,7 +468,9 @@ ENTRIES += [
           {"prompts": [[], [[]], [[300]], [[1.5]], "ab", [[65] * 64]], "max_new_tokens": NONNEG_INT,
            "model": [None, 5], "eos_id": [-1, 2.5, 300]}),
     Entry("generate.stream_greedy", _listed(gen.stream_greedy), dict(model=MODEL, prompt=[65, 66], max_new_tokens=2),
-          {"prompt": [[], [300], [1.5], "ab"], "max_new_tokens": POS_INT + [63], "model": [None]}),
+          {"prompt": [[], [300], [1.5], "ab", [65] * 64], "max_new_tokens": POS_INT + [63], "model": [None]}),
+    Entry("generate.continue_text", gen.continue_text, dict(model=MODEL, text="hi", max_new_tokens=2),
+          {"text": [5, None, "x" * 64], "max_new_tokens": [0, -1, 2.5, NAN, INF, True, "3", [2], 62]}),
     Entry("decoding.greedy_no_cache", decoding.greedy_no_cache, dict(model=MODEL, prompt=[65, 66], n_new=2),
           {"prompt": [[], [300], [1.5], [65] * 64], "n_new": POS_INT + [63], "model": [None]}),
     Entry("decoding.greedy_with_store", decoding.greedy_with_store,
@@ -485,6 +493,10 @@ ENTRIES += [
           dict(model=MODEL, prompt=[65, 66, 67], n=2, new_tokens=2, block_size=2),
           {"n": POS_INT + [65], "new_tokens": POS_INT + [62], "temperature": FIN_NONNEG, "prompt": [[], [300]],
            "seed": NONNEG_INT, "block_size": [0, 2.5], "model": [None]}),
+    Entry("paged_lab.block_size_sweep", paged_lab.block_size_sweep,
+          dict(trace=TRACE, capacity=64, block_sizes=(4, 16), batch=2, context=16, repeat=1),
+          {"capacity": [0, 8, 2.5, NAN], "block_sizes": [[], [0], [300], [2.5], 5], "batch": POS_INT,
+           "context": POS_INT, "repeat": POS_INT, "step_time": FIN_POS, "threads": [0, 2.5]}),
     Entry("paged_lab.parallel_sampling_savings", paged_lab.parallel_sampling_savings, dict(trace=TRACE, n=2),
           {"n": POS_INT + [65], "block_size": POS_INT}),
     Entry("paged_lab.compare_prefix_caching", paged_lab.compare_prefix_caching,

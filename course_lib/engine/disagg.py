@@ -51,7 +51,7 @@ from course_lib.engine.request import Rejection, Request, State
 from course_lib.engine.scheduler import Preemption, Scheduler
 from course_lib.kv.base import KVAllocationError, KVStore
 from course_lib.kv.paged import PagedKVStore
-from course_lib.validate import check_callable, check_float, check_int, check_sequence, check_type, is_int
+from course_lib.validate import check_callable, check_float, check_int, check_iterable, check_sequence, check_type, is_int
 
 # Nominal peak bandwidths (bytes per second, one direction) of common links, from the vendors' data sheets.
 # Real transfers reach less; use them for what-if analysis, not as measurements.
@@ -377,8 +377,9 @@ class DisaggregatedServer:
         """Serve fresh copies of `requests`: prefill engine, hand-over, decode engine."""
         if self._ran:
             raise ValueError("run: a DisaggregatedServer runs once; build a new one for another trace")
+        check_int("max_steps", max_steps, 1, none_ok=True)
         self._ran = True
-        reqs = check_sequence("requests", requests, what="a list of Requests")
+        reqs = list(check_iterable("requests", requests, what="a list of Requests"))
         for i, r in enumerate(reqs):
             check_type(f"requests[{i}]", r, Request)
         auto = max((int(r.rid) + 1 for r in reqs if is_int(r.rid)), default=0)

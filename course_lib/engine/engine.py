@@ -50,7 +50,8 @@ from course_lib.kv.base import KVStore
 from course_lib.kv.contexts import BatchedDecodeContext, PaddedStepContext
 from course_lib.kv.reference import ReferenceKVStore
 from course_lib.kv.step import PackedStep
-from course_lib.validate import check_callable, check_choice, check_has, check_int, check_type, is_int, is_number
+from course_lib.validate import (check_bool, check_callable, check_choice, check_has, check_int, check_iterable,
+                                 check_type, is_int, is_number)
 
 StepMode = Literal["packed", "padded"]
 AttentionMode = Literal["auto", "store", "batched"]
@@ -302,7 +303,9 @@ class Engine:
 
     def run(self, requests: Iterable[Request] = (), progress: bool = False, max_steps: int | None = None) -> EngineResult:
         """Submit `requests`, step until every request has finished or been rejected."""
-        for r in requests:
+        check_bool("progress", progress)
+        check_int("max_steps", max_steps, 1, none_ok=True)
+        for r in check_iterable("requests", requests, what="a list of Requests"):
             self.submit(r)
         bar = None
         if progress:

@@ -30,7 +30,7 @@ from course_lib.kv.reference import ReferenceKVStore
 from course_lib.kv.replay import replay
 from course_lib.kv.step import PackedStep
 from course_lib.paged_attention import decode_contenders, random_decode_problem, time_contenders
-from course_lib.validate import check_float, check_has, check_int, check_tokens
+from course_lib.validate import check_float, check_has, check_int, check_ints, check_tokens
 
 
 @contextmanager
@@ -59,6 +59,11 @@ def block_size_sweep(trace, capacity: int, block_sizes: Sequence[int] = (1, 4, 1
                   a request waited for memory; over all steps if none did), mean_batch (same steps),
                   kernel_ms, contiguous_ms (fastest of `repeat` interleaved rounds)
     """
+    block_sizes = check_ints("block_sizes", block_sizes, 1, 256, min_len=1)
+    check_int("capacity", capacity, max(block_sizes), note="at least one block of the largest size")
+    check_int("batch", batch, 1, 4096)
+    check_int("context", context, 1, 1 << 20)
+    check_int("repeat", repeat, 1, 1000)
     rows = []
     for bs in block_sizes:
         cap = capacity - capacity % bs
