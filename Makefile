@@ -74,5 +74,19 @@ bench: setup-dev
 bench-quick: setup-dev
 	$(PY) -m benchmarks --quick
 
+## Verify the course on one CUDA GPU (at most about 8 minutes): the GPU kernel tests, the Triton
+## decode benchmark, the suite and every lesson with COURSE_DEVICE=cuda (tools/gpu_check.py says
+## more). Uses .venv's Python if there is one, else python3 (with its own CUDA torch); a missing
+## Jupyter stack comes from wheelhouse/ (make wheelhouse, where PyPI is reachable). No GPU: one line, exit 2.
+.PHONY: gpu-check wheelhouse
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@$(GPU_PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
+
+## The wheels gpu-check installs on a GPU machine without the Jupyter stack (CPython 3.12, under 64 MiB; no torch).
+wheelhouse: $(VENV)/.installed
+	$(PY) tools/build_wheelhouse.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .gpu-env

@@ -95,10 +95,12 @@ def default_dtype(device: torch.device | None = None) -> torch.dtype:
 
 
 def device_name(device: torch.device | None = None) -> str:
-    """A human name for the device ("NVIDIA H100", "Apple MPS", "CPU (x86_64, 2 threads)")."""
+    """A human name for the device ("NVIDIA H100 (79 GiB, compute capability 9.0)", "Apple MPS",
+    "CPU (x86_64, 2 threads)")."""
     device = device or get_device()
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        props = torch.cuda.get_device_properties(device)
+        return f"{props.name} ({props.total_memory / 2**30:.0f} GiB, compute capability {props.major}.{props.minor})"
     if device.type == "mps":
         return "Apple MPS"
     return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
@@ -184,3 +186,57 @@ def timed(label: str, device: torch.device | None = None):
     with Timer(device) as t:
         yield t
     print(f"{label}: {t.ms:.1f} ms")
+
+
+# ---- sizes that follow the device -------------------------------------------------------------
+@dataclass(frozen=True)
+class SizeProfile:
+    """How big the lessons' live experiments are on one kind of device: `profile()` picks one.
+
+    The CPU sizes are the ones the lessons are written with (each lesson runs top to bottom in
+    about a minute on two cores). The GPU sizes are larger, so that a GPU's timings measure
+    work rather than kernel-launch overhead. Each field names the lesson and the call it sizes
+    (with its CPU value, which a lesson on the CPU keeps unchanged).
+    """
+
+    name: str                              # "cpu" or "gpu"
+    padding_sequences: int = 32            # 01: the lengths given to measure_attention_costs
+    bucketing_sequences: int = 64          # 01: sequences run through TinyLM, arrival order vs bucketed
+    bucketing_batch: int = 8               # 01: the batch size of that comparison
+    batching_requests: int = 24            # 03: sharegpt_like(n=...) for static vs continuous batching
+    stream_requests: int = 20              # 03: sharegpt_like(n=...) for the arrival stream
+    decode_batch: int = 32                 # 04: random_decode_problem(batch=...) for the decode timing
+    decode_context: int = 1024             # 04: random_decode_problem(context=...)
+    decode_heads: tuple[int, int, int] = (4, 2, 32)   # 04: (num_heads, num_kv_heads, head_dim) of that problem
+    timing_repeat: int = 15                # 04: time_contenders(repeat=...)
+    prefix_requests: int = 12              # 05: make_trace("alpaca", n=...) for prefix caching
+    eviction_requests: int = 60            # 05: make_trace("alpaca", n=...) for eviction under a small pool
+    documents: tuple[int, int] = (16, 4)   # 06: documents_trace(n_chat=..., n_docs=...)
+
+    def __str__(self) -> str:
+        return f"{self.name} sizes"
+
+
+CPU_PROFILE = SizeProfile("cpu")
+GPU_PROFILE = SizeProfile("gpu", padding_sequences=128, bucketing_sequences=256, bucketing_batch=32,
+                          batching_requests=96, stream_requests=80, decode_batch=64, decode_context=4096,
+                          decode_heads=(32, 8, 128), timing_repeat=30, prefix_requests=48, eviction_requests=240,
+                          documents=(64, 16))
+PROFILES = {"cpu": CPU_PROFILE, "gpu": GPU_PROFILE}
+
+
+def profile(device: torch.device | str | None = None) -> SizeProfile:
+    """The sizes for `device` (default: get_device()): GPU sizes on CUDA, CPU sizes elsewhere
+    (Apple MPS included: it serves the readable paths). COURSE_PROFILE=cpu or gpu overrides the
+    choice, e.g. to run a GPU with the CPU's sizes and compare the two.
+
+    >>> p = profile(device)
+    >>> problem = random_decode_problem(batch=p.decode_batch, context=p.decode_context, ...)
+    """
+    forced = os.environ.get("COURSE_PROFILE")
+    if forced:
+        if forced.lower() not in PROFILES:
+            raise ValueError(f"COURSE_PROFILE: must be one of {', '.join(PROFILES)}; got {forced!r}")
+        return PROFILES[forced.lower()]
+    dev = check_device(device) if device is not None else get_device()
+    return GPU_PROFILE if dev.type == "cuda" else CPU_PROFILE

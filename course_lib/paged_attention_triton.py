@@ -156,14 +156,19 @@ def triton_unavailable_reason(q: torch.Tensor, key_blocks: torch.Tensor) -> str 
     return _failures.get(_shape_key(q, key_blocks))
 
 
-def _shape_key(q: torch.Tensor, key_blocks: torch.Tensor) -> tuple:
-    return q.dtype, q.shape[1], q.shape[2], key_blocks.shape[1], key_blocks.shape[3], q.device.type
+def _shape_key(q: torch.Tensor, key_blocks: torch.Tensor, *options) -> tuple:
+    """What one compiled kernel is specialised on (its launch options default to (TILE, None, None))."""
+    options = options or (TILE, None, None)
+    return q.dtype, q.shape[1], q.shape[2], key_blocks.shape[1], key_blocks.shape[3], q.device.type, *options
 
 
 def run_triton(q: torch.Tensor, key_blocks: torch.Tensor, value_blocks: torch.Tensor,
-               block_tables: torch.Tensor, context_lens: torch.Tensor, tile: int = TILE) -> torch.Tensor:
+               block_tables: torch.Tensor, context_lens: torch.Tensor, tile: int = TILE,
+               num_warps: int | None = None, num_stages: int | None = None) -> torch.Tensor:
     """Launch the kernel on inputs course_lib.paged_attention has checked. q (N, nh, hd) -> (N, nh, hd).
 
+    tile: tokens per loop iteration; num_warps, num_stages: Triton's launch options (None:
+    Triton's defaults). benchmarks/gpu_decode.py --sweep measures the choices on a GPU.
     Raises RuntimeError when it cannot run here (see triton_unavailable_reason), or when
     Triton fails to compile it (remembered for this shape: the next call fails at once)."""
     reason = triton_unavailable_reason(q, key_blocks)
@@ -179,17 +184,18 @@ def run_triton(q: torch.Tensor, key_blocks: torch.Tensor, value_blocks: torch.Te
     tables = block_tables.to(q.device)                                          # (N, max_blocks)
     lens = context_lens.to(q.device, torch.int32)                               # (N,)
     group = nh // nkv
+    options = {k: v for k, v in (("num_warps", num_warps), ("num_stages", num_stages)) if v is not None}
     try:
         _paged_attention_program[(N, nkv)](
             q, key_blocks, value_blocks, tables, lens, out,
             hd ** -0.5 * LOG2_E,
             *q.stride(), *key_blocks.stride(), *value_blocks.stride(), *tables.stride(), *out.stride(),
             GROUP=group, GROUP_P=_pow2_at_least_16(group), HEAD_DIM=hd, HEAD_DIM_P=_pow2_at_least_16(hd),
-            BLOCK_SIZE=bs, TILE=tile)
+            BLOCK_SIZE=bs, TILE=tile, **options)
     except Exception as exc:   # a compiler error (or an out-of-resources launch) is not the caller's fault
         lines = str(exc).strip().splitlines()
         message = f"the Triton kernel failed: {type(exc).__name__}" + (f": {lines[-1]}" if lines else "")
         if not isinstance(exc, torch.cuda.OutOfMemoryError):     # out of memory may pass; a compile error does not
-            _failures[_shape_key(q, key_blocks)] = message
+            _failures[_shape_key(q, key_blocks, tile, num_warps, num_stages)] = message
         raise RuntimeError(message) from exc
     return out
