@@ -46,7 +46,9 @@ Where it runs: compiled for a CUDA (or ROCm) GPU, or under Triton's interpreter
 on CPU tensors when TRITON_INTERPRET=1 is set before triton is imported (slow:
 numpy, one program at a time; tests/test_paged_triton.py uses it to check this
 kernel against the reference on a machine without a GPU). float16, bfloat16 and
-float32 (float32 products are exact fp32, not TF32).
+float32. Half-precision products run on the tensor cores with float32 sums; float32
+ones too, as "3xTF32" on an NVIDIA GPU (each operand split into two TF32 parts, three
+products: close to float32's accuracy, unlike plain TF32), exact float32 elsewhere.
 
 What it does not do (real engines do): split a long context over several
 programs and merge their partial softmaxes (flash-decoding / vLLM's v2 kernel),
@@ -67,6 +69,8 @@ except ImportError:            # no triton: the kernel is simply unavailable (pa
 TILE = 64                       # tokens per loop iteration (a power of two >= 16)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 LOG2_E = 1.4426950408889634     # exp(x) = exp2(x * log2(e)); exp2 is the GPU's native instruction
+FLOAT32_DOT = "tf32x3"          # float32 products on an NVIDIA GPU: tensor cores, near-fp32 accuracy
+                                # ("ieee": exact, but plain FMAs; "tf32": fast, ~1e-3 off, fails the 1e-5 tests)
 
 if triton is not None:
     @triton.jit
@@ -80,7 +84,8 @@ if triton is not None:
             stride_on, stride_oh, stride_od,                 # out          (N, nh, hd)
             GROUP: tl.constexpr, GROUP_P: tl.constexpr,      # query heads per kv head; padded
             HEAD_DIM: tl.constexpr, HEAD_DIM_P: tl.constexpr,
-            BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr):
+            BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr,
+            DOT_PRECISION: tl.constexpr):                    # how tl.dot multiplies float32 (see run_triton)
         row = tl.program_id(0)                               # which query row
         kv_head = tl.program_id(1)                           # which kv head (and its GROUP query heads)
         heads = kv_head * GROUP + tl.arange(0, GROUP_P)      # (GROUP_P,)  query heads of this program
@@ -105,7 +110,7 @@ if triton is not None:
             k = tl.load(K_BLOCKS + block[None, :] * stride_kb + kv_head * stride_kh
                         + dims[:, None] * stride_kd + slot[None, :] * stride_kt,
                         mask=dim_ok[:, None] & token_ok[None, :], other=0.0)             # (HEAD_DIM_P, TILE)
-            s = tl.dot(q, k, input_precision="ieee") * qk_scale                         # (GROUP_P, TILE)
+            s = tl.dot(q, k, input_precision=DOT_PRECISION) * qk_scale                  # (GROUP_P, TILE)
             s = tl.where(token_ok[None, :], s, float("-inf"))                             # past the length: no weight
 
             m_new = tl.maximum(m, tl.max(s, axis=1))                                      # (GROUP_P,)
@@ -116,7 +121,7 @@ if triton is not None:
             v = tl.load(V_BLOCKS + block[:, None] * stride_vb + kv_head * stride_vh
                         + slot[:, None] * stride_vt + dims[None, :] * stride_vd,
                         mask=token_ok[:, None] & dim_ok[None, :], other=0.0)             # (TILE, HEAD_DIM_P)
-            acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
             m = m_new
 
         out = acc / tl.where(l > 0, l, 1.0)[:, None]         # a row with no context (length 0) gives 0
@@ -184,6 +189,8 @@ def run_triton(q: torch.Tensor, key_blocks: torch.Tensor, value_blocks: torch.Te
     tables = block_tables.to(q.device)                                          # (N, max_blocks)
     lens = context_lens.to(q.device, torch.int32)                               # (N,)
     group = nh // nkv
+    on_nvidia = q.device.type == "cuda" and torch.version.hip is None
+    precision = FLOAT32_DOT if on_nvidia and q.dtype == torch.float32 else "ieee"
     options = {k: v for k, v in (("num_warps", num_warps), ("num_stages", num_stages)) if v is not None}
     try:
         _paged_attention_program[(N, nkv)](
@@ -191,7 +198,7 @@ def run_triton(q: torch.Tensor, key_blocks: torch.Tensor, value_blocks: torch.Te
             hd ** -0.5 * LOG2_E,
             *q.stride(), *key_blocks.stride(), *value_blocks.stride(), *tables.stride(), *out.stride(),
             GROUP=group, GROUP_P=_pow2_at_least_16(group), HEAD_DIM=hd, HEAD_DIM_P=_pow2_at_least_16(hd),
-            BLOCK_SIZE=bs, TILE=tile, **options)
+            BLOCK_SIZE=bs, TILE=tile, DOT_PRECISION=precision, **options)
     except Exception as exc:   # a compiler error (or an out-of-resources launch) is not the caller's fault
         lines = str(exc).strip().splitlines()
         message = f"the Triton kernel failed: {type(exc).__name__}" + (f": {lines[-1]}" if lines else "")

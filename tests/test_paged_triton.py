@@ -191,6 +191,34 @@ def test_the_engine_serves_through_the_triton_kernel(interpreted):
     assert interpreted["engine outputs equal"]
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+def test_the_kernel_compiles_for_an_nvidia_gpu():
+    """The interpreter runs the kernel's Python; a GPU compiles it. Compile it here too, for an
+    H100/H200 (sm_90) with Triton's own ptxas, no GPU needed: the sides tl.dot accepts, the dtypes,
+    the launch options (as run_triton passes them) are all checked before a GPU ever sees it."""
+    import course_lib.paged_attention_triton as T
+    if T.INTERPRETED:
+        pytest.skip("TRITON_INTERPRET=1 is set in this process")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    ptr = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32"}
+    for dtype, group, hd, bs in [(torch.float16, 4, 128, 16), (torch.bfloat16, 4, 128, 16),
+                                 (torch.float32, 4, 128, 16), (torch.float32, 3, 24, 3)]:
+        consts = dict(GROUP=group, GROUP_P=T._pow2_at_least_16(group), HEAD_DIM=hd,
+                      HEAD_DIM_P=T._pow2_at_least_16(hd), BLOCK_SIZE=bs, TILE=T.TILE,
+                      DOT_PRECISION=T.FLOAT32_DOT if dtype == torch.float32 else "ieee")
+        fn = T._paged_attention_program
+        types = {"Q": ptr[dtype], "K_BLOCKS": ptr[dtype], "V_BLOCKS": ptr[dtype], "OUT": ptr[dtype],
+                 "BLOCK_TABLES": "*i64", "CONTEXT_LENS": "*i32", "qk_scale": "fp32"}
+        signature = {n: "constexpr" if n in consts else types.get(n, "i32") for n in fn.arg_names}
+        try:
+            source = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=consts)
+        except TypeError as exc:                      # another Triton's ASTSource: nothing to learn here
+            pytest.skip(f"this Triton's ASTSource differs ({exc})")
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+        assert compiled.asm["cubin"], (dtype, group, hd, bs)
+
+
 def test_without_a_gpu_or_interpreter_auto_never_picks_triton():
     """On CPU tensors 'auto' is the C kernel (or gather), whatever is installed; asking for
     'triton' there, outside the interpreter, is a RuntimeError that says what it needs."""
