@@ -14,10 +14,10 @@ Stages, in order (each with its own time limit, all within --budget seconds):
     bench    benchmarks/gpu_decode.py --sweep: the Triton kernel / contiguous SDPA time and its
              share of the copy bandwidth at 32/8 heads, head_dim 128, batch 64, contexts 1k-8k,
              float16/bfloat16/float32 (targets reported, never failing the check)
-    suite    the rest of the pytest suite with COURSE_DEVICE=cuda (on several workers), less the
-             classroom-delivery tests that need Chromium or Sphinx (test_browser, test_publish)
     lessons  every lesson in notebooks/ under nbval (lax: every cell must run; every checked
              claim must hold: COURSE_STRICT_CLAIMS=1) with COURSE_DEVICE=cuda
+    suite    the rest of the pytest suite with COURSE_DEVICE=cuda (on several workers), less the
+             classroom-delivery tests that need Chromium or Sphinx (test_browser, test_publish)
 
 Without a CUDA GPU it stops at once with a one-line message. Each stage's full output goes to
 --logs (default results/gpu-check/); the summary lines name what failed. Exit status 0 only
@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("env", "kernel", "bench", "suite", "lessons")
+STAGES = ("env", "kernel", "bench", "lessons", "suite")   # the device-independent rest of the suite last
 NEEDED = ("nbclient", "nbformat", "ipykernel", "nbval", "plotly", "ipywidgets", "anywidget", "tqdm", "numpy",
           "hypothesis", "safetensors", "transformers", "triton", "pytest")
 OPTIONAL = ("xdist",)        # without pytest-xdist the suite and lessons run on one worker
@@ -47,7 +47,7 @@ WHEELHOUSE_HAS = {"nbclient", "nbformat", "ipykernel", "nbval", "plotly", "ipywi
 KERNEL_TESTS = ("tests/test_paged_triton.py", "tests/test_paged_attention.py", "tests/test_paged_engine.py",
                 "tests/test_attention.py")
 NOT_DEVICE_TESTS = ("tests/test_browser.py", "tests/test_publish.py")   # Chromium / Sphinx: classroom delivery
-LIMITS = {"env": 120, "kernel": 150, "bench": 150, "suite": 300, "lessons": 300}   # seconds, each at most
+LIMITS = {"env": 120, "kernel": 150, "bench": 150, "lessons": 240, "suite": 300}   # seconds, each at most
 
 
 def say(msg: str) -> None:
