@@ -259,7 +259,7 @@ WEIGHTS = ("trained", "random")
 
 
 def build_model(cfg: TinyLMConfig | None = None, seed: int = 0, device=None, dtype=torch.float32,
-                weights: str = "random") -> TinyLM:  # TEMP: flips to "trained" when the weights land
+                weights: str = "trained") -> TinyLM:
     """A TinyLM on `device` in `dtype`, in eval mode.
 
     weights="trained" (the default): the model trained on the course's story

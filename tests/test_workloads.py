@@ -84,3 +84,23 @@ def test_hand_made_trace():
 def test_bad_arguments_are_value_errors(kwargs, name):
     with pytest.raises(ValueError, match=name):
         make_trace(**{"n": 5, **kwargs})
+
+
+def test_story_trace_prompts_are_openings_and_lengths_are_the_true_endings():
+    from course_lib.stories import heldout
+    from course_lib.tokenizer import SOS
+    from course_lib.workloads import story_trace
+
+    trace = story_trace(n=20, rate=4.0, seed=2, sentences=1)
+    again = story_trace(n=20, rate=4.0, seed=2, sentences=1)
+    assert [r.prompt for r in trace] == [r.prompt for r in again]          # seeded
+    tales = heldout(20, offset=2 * 100_000)
+    for r, tale in zip(trace, tales):
+        assert r.prompt[0] == SOS and bytes(r.prompt[1:]).decode() == tale.opening(1)
+        rest = tale.text[len(tale.opening(1)):] if len(tale.sentences) > 1 else ""
+        assert r.output_len == len(rest.encode()) + 1                      # the ending's bytes, then <EOS>
+        assert r.final_len <= trace.max_len
+    assert len({r.output_len for r in trace}) > 5                          # lengths really vary
+    assert trace.meta["room"] == trace.max_len - max(r.prompt_len for r in trace)
+    with pytest.raises(ValueError, match="sentences"):
+        story_trace(sentences=0)

@@ -185,6 +185,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="continue from this model directory instead of a random initialisation")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--eval-stories", type=int, default=200, help="held-out stories for the final bits per byte")
@@ -202,7 +204,11 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     cfg = TinyLMConfig()
-    model = build_model(cfg, seed=args.seed, weights="random").train()
+    if args.init is not None:
+        from course_lib.pretrained import load_pretrained
+        model = load_pretrained(args.init).train()
+    else:
+        model = build_model(cfg, seed=args.seed, weights="random").train()
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
