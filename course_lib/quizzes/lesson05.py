@@ -1,0 +1,62 @@
+"""Lesson 05's knowledge checks: the answer key lives here, not in the notebook."""
+
+from course_lib.quiz import Choice, Question
+
+QUIZZES = {
+    "05.1": Question(
+        'A chat-completions service puts the same 1,500-token system prompt in front of every conversation. GPU '
+        'memory runs high and time to first token spikes when traffic peaks. Which change helps most, and why?',
+        [
+            Choice("Prefix caching on a paged KV cache: the system prompt's blocks are computed once and shared by "
+                   "reference, so each request's prefill and memory shrink to its own tokens",
+                   True,
+                   'Yes: section 4 measured less prefill work and fewer blocks held, with the same tokens out.'),
+            Choice('A larger batch size, so that the system prompt is computed fewer times',
+                   False,
+                   "A batch computes every request's prompt; without sharing, the prefix is still computed per "
+                   'request.'),
+            Choice('Reserving the maximum length for every request up front',
+                   False,
+                   "That is lesson 02's Orca (Max): more memory per request, not less."),
+            Choice("Caching the system prompt's text in the tokenizer",
+                   False,
+                   "Tokenising is cheap; what costs is computing and storing the prefix's keys and values."),
+        ]),
+    "05.2": Question(
+        'A service combines prefix caching with a paged KV cache. Prompts share a 40-token system prompt and the '
+        "block size is 16. How many of a new request's prompt tokens can be taken from the cache?",
+        [
+            Choice("32: the prefix's two full blocks; the partial third block (8 shared tokens) is computed again",
+                   True,
+                   'Yes: only full blocks are cached, because a partial block will still be written.'),
+            Choice('40: every shared token',
+                   False,
+                   'Blocks are the unit of caching; the last 8 shared tokens sit in a partial block.'),
+            Choice('48: three blocks, rounded up',
+                   False,
+                   "The third block would hold the request's own tokens too: not shared."),
+            Choice('0: prefix caching only works when the whole prompt is identical',
+                   False,
+                   'The chained hash finds the shared full blocks of the start of the prompt, whatever follows.'),
+        ]),
+    "05.3": Question(
+        'Under GPU memory pressure, with shared-prefix traffic from many tenants, which KV-cache strategy keeps the '
+        'most requests running?',
+        [
+            Choice('Paged blocks with reference-counted sharing of prefix blocks, keeping unused cached blocks only '
+                   'until memory is needed (least recently used first)',
+                   True,
+                   'Yes: shared prefixes are held once, and the cache never takes memory a running request needs '
+                   '(section 6).'),
+            Choice('Keep every cached prefix forever, so that hit rates stay high',
+                   False,
+                   'Then cached blocks would crowd out running requests: memory pressure would turn into refusals.'),
+            Choice('Give each tenant a contiguous region sized for its longest request',
+                   False,
+                   "That brings back lesson 02's reservation and fragmentation, and shares nothing."),
+            Choice('Trust the block hash alone to find shared blocks, to save the comparison',
+                   False,
+                   "A collision would hand one request another's keys and values: a hit is verified against the "
+                   'tokens.'),
+        ]),
+}

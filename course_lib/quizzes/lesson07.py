@@ -1,0 +1,81 @@
+"""Lesson 07's knowledge checks: the answer key lives here, not in the notebook."""
+
+from course_lib.quiz import Choice, Question
+
+QUIZZES = {
+    "07.1": Question(
+        "You are on call for an internal LLM chat service that gives each sequence's keys and values one contiguous "
+        'block of memory. New requests fail to get memory although monitoring shows a significant share of the KV '
+        'memory free. Which analysis is right?',
+        [
+            Choice("Finished requests left holes of many sizes; no single hole is as large as a new request's block, "
+                   'although the holes add up to more (external fragmentation). Paged KV memory removes it',
+                   True,
+                   'Yes: incident A; at every refusal the total free exceeded the request, the largest span did not.'),
+            Choice('The monitoring is wrong: free memory can always be allocated',
+                   False,
+                   'The memory is free, just not in one piece; a contiguous allocation needs one piece.'),
+            Choice('There is a memory leak: finished requests keep their memory',
+                   False,
+                   'Leaked memory would show as used, not free.'),
+            Choice('The model weights grow with traffic',
+                   False,
+                   'Weights are fixed; the KV cache is what comes and goes.'),
+        ]),
+    "07.2": Question(
+        'A chat-completions service puts the same long system prompt in front of every request. GPU memory sits at '
+        '100 %, and latency spikes appear as answers get longer. Which change stabilises both, without more memory?',
+        [
+            Choice("Prefix caching on paged KV memory: the system prompt's blocks are stored once and shared by every"
+                   ' request, so each request holds only its own tokens and far fewer requests must be preempted',
+                   True,
+                   'Yes: incident B. The preemptions (and the recomputation they cause) were the spikes.'),
+            Choice('Preempt by swapping instead of recomputing',
+                   False,
+                   'A swapped request still stops streaming while it is out; the memory is still full of copies of '
+                   'one prompt.'),
+            Choice('A larger block size',
+                   False,
+                   "Larger blocks waste more of each request's last block; the copies remain."),
+            Choice('Admit more requests at once',
+                   False,
+                   'More requests hold more copies of the prompt: more preemptions.'),
+        ]),
+    "07.3": Question(
+        "Why does a server's KV memory keep growing during long generations even when no new request arrives, and "
+        'what happens when it runs out?',
+        [
+            Choice("Every generated token adds its keys and values in every layer, so each request's cache grows by "
+                   'one token per step; when no block is left, the scheduler preempts a request (freeing its KV to '
+                   "recompute later, or swapping it out), and that request's stream stalls",
+                   True,
+                   "Yes: the growth is linear in the output length; incident B's telemetry shows the preemptions at "
+                   'the peak.'),
+            Choice("The prompt's keys and values are recomputed at every step",
+                   False,
+                   'That is generation without a KV cache (lesson 02); the cache exists to avoid it.'),
+            Choice('Attention scores are cached too and grow quadratically',
+                   False,
+                   'Only keys and values are cached; scores are recomputed from them.'),
+            Choice('The memory does not grow; only the monitoring lags',
+                   False,
+                   'The blue area of the dashboard is real token states.'),
+        ]),
+    "07.4": Question(
+        "Which sentence belongs in the ROOT CAUSE section of incident C's post-incident report?",
+        [
+            Choice('Prefill-first batching with a 512-token step budget put each ~200-token document prompt into a '
+                   'single step, and every stream running at that moment waited for that step',
+                   True,
+                   'Yes: a mechanism, backed by the stall list (long steps holding hundreds of prompt tokens).'),
+            Choice('p99 time between tokens rose above the 40 ms objective',
+                   False,
+                   'That is the symptom.'),
+            Choice("The 'summarise this document' feature launched",
+                   False,
+                   'That is the trigger: it changed the traffic.'),
+            Choice('Switched to chunked prefill with a smaller budget',
+                   False,
+                   'That is the fix.'),
+        ]),
+}
