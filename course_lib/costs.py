@@ -7,7 +7,11 @@ Three ways to run causal self-attention over sequences of different lengths:
     one-by-one  a separate call per sequence, each with its own tensors
 
 All three compute the same numbers for the real tokens (checked here every time);
-only the time and the memory differ.
+only the time and the memory differ. Packed and one-by-one do the same per-sequence
+calls here (a real varlen kernel, FlashAttention's, does them in one launch), so
+expect their times to be close. The counts (slots, score pairs, bytes) are the
+machine-independent evidence; the times are medians of interleaved rounds with their
+spread, because a shared machine's load would otherwise fall on one contender only.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Sequence
 import torch
 
 from course_lib.attention import causal_mask, pack, packed_attention, padded_causal_mask, sdpa_attention
-from course_lib.device import check_device, get_device, time_fn
+from course_lib.device import Timing, check_device, get_device, time_interleaved
 from course_lib.padding import attention_mask_from_lengths, padding_stats
 from course_lib.validate import FLOAT_DTYPES, check_choice, check_dtype, check_int, check_ints
 
@@ -28,7 +32,7 @@ MAX_LENGTH = 8192      # the longest sequence a cost measurement takes
 @dataclass
 class AttentionCosts:
     lengths: list[int]
-    padded_ms: float
+    padded_ms: float        # medians of the interleaved rounds (see `times` for the spread)
     packed_ms: float
     one_by_one_ms: float
     padded_bytes: int       # bytes of q, k, v held for the padded batch
@@ -36,6 +40,14 @@ class AttentionCosts:
     max_abs_diff: float     # padded vs packed outputs on real tokens (should be ~1e-7)
     token_waste: float
     attn_waste: float
+    pairs_padded: int = 0   # causal (query, key) score pairs per head over the padded batch: B * T(T+1)/2
+    pairs_real: int = 0     # ... that the real tokens need: sum of L(L+1)/2 (packed and one by one)
+    times: dict[str, Timing] | None = None   # "padded", "packed", "one by one" -> Timing
+
+    @property
+    def pairs_ratio(self) -> float:
+        """How many times more attention score pairs the padded batch spans than the tokens need."""
+        return self.pairs_padded / self.pairs_real if self.pairs_real else 1.0
 
 
 def make_qkv(lengths: Sequence[int], nh: int = 4, nkv: int = 2, hd: int = 32, seed: int = 0,
@@ -72,8 +84,13 @@ def to_padded(seqs, side: str = "left"):
 
 
 def measure_attention_costs(lengths: Sequence[int], nh: int = 4, nkv: int = 2, hd: int = 32, repeat: int = 5,
-                            device=None, side: str = "left") -> AttentionCosts:
-    """Time padded, packed and one-by-one causal attention over `lengths` (median of `repeat`)."""
+                            device=None, side: str = "left", threads: int | None = 1,
+                            number: int = 1) -> AttentionCosts:
+    """Time padded, packed and one-by-one causal attention over `lengths`: `repeat` interleaved
+    rounds (one call of each per round), medians in the *_ms fields, every round in `times`.
+    `threads`: torch's CPU threads while timing (1: a shared CPU's threads cannot stall
+    each other; None: leave torch's setting). `number`: calls per round, timed together (use
+    more for tiny batches, whose single calls the OS scheduler can stretch)."""
     lengths = check_ints("lengths", lengths, 1, MAX_LENGTH, min_len=1, max_len=64)
     check_int("repeat", repeat, 1, 1000)
     check_choice("side", side, ("left", "right"))
@@ -105,11 +122,12 @@ def measure_attention_costs(lengths: Sequence[int], nh: int = 4, nkv: int = 2, h
         offset += n
     stats = padding_stats(lengths)
     nbytes = lambda *ts: sum(t.numel() * t.element_size() for t in ts)   # noqa: E731
+    times = time_interleaved({"padded": padded_fn, "packed": packed_fn, "one by one": one_by_one},
+                             rounds=repeat, warmup=1, device=device, threads=threads, number=number)
     return AttentionCosts(
         lengths=lengths,
-        padded_ms=1e3 * time_fn(padded_fn, repeat=repeat, device=device),
-        packed_ms=1e3 * time_fn(packed_fn, repeat=repeat, device=device),
-        one_by_one_ms=1e3 * time_fn(one_by_one, repeat=repeat, device=device),
+        padded_ms=times["padded"].ms, packed_ms=times["packed"].ms, one_by_one_ms=times["one by one"].ms,
         padded_bytes=nbytes(Q, K, V), packed_bytes=nbytes(q, k, v),
         max_abs_diff=diff, token_waste=stats.token_waste, attn_waste=stats.attn_waste,
+        pairs_padded=stats.attn_pairs_padded, pairs_real=stats.attn_pairs_real, times=times,
     )

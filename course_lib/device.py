@@ -168,6 +168,83 @@ def time_fn(fn, *args, repeat: int = 5, warmup: int = 1, device: torch.device | 
     return times[len(times) // 2]
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of one contender over several rounds, in the order they ran.
+
+    `str(t)` reads "12.3 ms (11.9-13.0 over 5 rounds)": the median and the spread (min-max).
+    """
+
+    seconds: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        s = sorted(self.seconds)
+        n = len(s)
+        return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+    @property
+    def ms(self) -> float:
+        """The median, in milliseconds."""
+        return 1e3 * self.median
+
+    @property
+    def lo_ms(self) -> float:
+        return 1e3 * min(self.seconds)
+
+    @property
+    def hi_ms(self) -> float:
+        return 1e3 * max(self.seconds)
+
+    def ratio(self, other: "Timing") -> tuple[float, float, float]:
+        """self / other, round by round (both ran in the same rounds): (median, min, max)."""
+        r = sorted(a / b for a, b in zip(self.seconds, other.seconds))
+        n = len(r)
+        mid = r[n // 2] if n % 2 else (r[n // 2 - 1] + r[n // 2]) / 2
+        return mid, r[0], r[-1]
+
+    def __str__(self) -> str:
+        return f"{self.ms:.3g} ms ({self.lo_ms:.3g}-{self.hi_ms:.3g} over {len(self.seconds)} rounds)"
+
+
+def time_interleaved(contenders: dict, rounds: int = 5, warmup: int = 1,
+                     device: torch.device | None = None, threads: int | None = None,
+                     number: int = 1) -> dict[str, Timing]:
+    """Time every contender (name -> zero-argument callable) once per round, round after
+    round, so that a busy machine's load falls on all of them alike; the device is synced
+    around every call. `threads`: torch's CPU thread count while timing (None: leave it;
+    1 on a shared CPU, where threads waiting for each other can turn a 50 us call into
+    milliseconds). `number`: calls per round, timed together (a sample of one 50 us call is at
+    the mercy of the OS scheduler; of 20, much less). Returns name -> Timing: seconds per call,
+    median and spread over the rounds."""
+    if not isinstance(contenders, dict) or not contenders:
+        raise ValueError(f"contenders: must be a non-empty dict of name -> callable; got {contenders!r}")
+    for name, fn in contenders.items():
+        if not callable(fn):
+            raise ValueError(f"contenders[{name!r}]: must be callable; got {fn!r}")
+    check_int("rounds", rounds, 1, 1000)
+    check_int("warmup", warmup, 0, 100)
+    check_int("threads", threads, 1, 1024, none_ok=True)
+    check_int("number", number, 1, 100_000)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        for fn in contenders.values():
+            for _ in range(warmup):
+                fn()
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(rounds):
+            for name, fn in contenders.items():
+                with Timer(device) as t:
+                    for _ in range(number):
+                        fn()
+                times[name].append(t.seconds / number)
+    finally:
+        torch.set_num_threads(before)
+    return {name: Timing(tuple(ts)) for name, ts in times.items()}
+
+
 def seed_everything(seed: int = 0) -> None:
     """Seed Python, torch (all devices) and numpy if present, for reproducible runs."""
     random.seed(seed)

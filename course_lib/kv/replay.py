@@ -51,6 +51,8 @@ PAPER_VLLM_TOKEN_SHARE = 96.3
 PAPER_SOURCE = "Kwon et al. (vLLM), SOSP 2023, Figure 2"
 # Same paper, Figure 13: mean batched requests, OPT-13B, ShareGPT at 2 req/s.
 PAPER_FIGURE13_SHAREGPT = {"max": 7.00, "pow2": 9.81, "oracle": 13.62, "vllm": 30.42}
+# ... and Alpaca at 30 req/s.
+PAPER_FIGURE13_ALPACA = {"max": 7.00, "pow2": 43.24, "oracle": 72.75, "vllm": 132.44}
 
 
 @dataclass

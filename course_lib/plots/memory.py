@@ -203,7 +203,10 @@ def memory_map(result, title: str | None = None, t_range: tuple[int, int] | None
 
 def usage_over_time(result, title: str | None = None, height: int = 300, max_points: int = 400) -> go.Figure:
     """Stacked shares of capacity per step (token states at the bottom); long replays are
-    averaged over windows so at most `max_points` points are drawn."""
+    averaged over windows so at most `max_points` points are drawn. Internal fragmentation is
+    over-reservation only; what an allocator added by rounding (buddy: `rounding` of an
+    ArenaUsage) is its own band, as `ArenaUsage.figure2` counts it apart (under external &
+    others), so the figure and the printed Figure-2 shares agree."""
     check_has("result", result, ("steps", "usage"), "a ReplayResult (course_lib.kv.replay)")
     check_title(title)
     check_int("height", height, 100, 10_000)
@@ -211,8 +214,16 @@ def usage_over_time(result, title: str | None = None, height: int = 300, max_poi
     n = len(result.steps)
     width = max(1, -(-n // max_points))                     # average over windows of this many steps
     fig = go.Figure()
-    for key in ("token_states", "reserved", "internal", "external", "free"):
-        y = [100 * getattr(u, key) / (u.capacity or 1) for u in result.usage]
+    def part(u, key):
+        rounding = getattr(u, "rounding", 0)
+        if key == "internal":
+            return u.internal - rounding
+        return rounding if key == "rounding" else getattr(u, key)
+
+    has_rounding = any(getattr(u, "rounding", 0) for u in result.usage)
+    keys = ("token_states", "reserved", "internal") + (("rounding",) if has_rounding else ()) + ("external", "free")
+    for key in keys:
+        y = [100 * part(u, key) / (u.capacity or 1) for u in result.usage]
         ym = [round(sum(y[i:i + width]) / len(y[i:i + width]), 2) for i in range(0, n, width)]
         fig.add_trace(go.Scatter(x=result.steps[::width], y=ym, stackgroup="one", name=LABELS[key], mode="none",
                                  fillcolor=CATEGORY_COLORS[key]))

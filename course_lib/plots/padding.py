@@ -31,15 +31,26 @@ def batch_heatmap(tokens: Sequence[Sequence[str]], pad: str = "<pad>", title: st
     return style(fig, title, height=max(180, 40 * B + 100))
 
 
-def cost_bars(labels: Sequence[str], values: Sequence[float], unit: str, title: str | None = None) -> go.Figure:
-    """Measured values side by side (one bar each, value printed on the bar)."""
+def cost_bars(labels: Sequence[str], values: Sequence[float], unit: str, title: str | None = None,
+              spread: Sequence[tuple[float, float]] | None = None) -> go.Figure:
+    """Measured values side by side (one bar each, value printed on the bar).
+    spread: optional (low, high) per bar, drawn as an error bar (e.g. min-max over rounds)."""
     labels = check_sequence("labels", labels, 1, what="a list of labels")
     values = check_sequence("values", values, len(labels), len(labels), what="a list of numbers, one per label")
     for i, v in enumerate(values):
         check_float(f"values[{i}]", v)
     check_type("unit", unit, str)
     check_title(title)
+    error_y = None
+    if spread is not None:
+        spread = check_sequence("spread", spread, len(labels), len(labels), what="a list of (low, high), one per label")
+        for i, pair in enumerate(spread):
+            check_sequence(f"spread[{i}]", pair, 2, 2, what="a (low, high) pair")
+            check_float(f"spread[{i}][0]", pair[0], hi=values[i])
+            check_float(f"spread[{i}][1]", pair[1], lo=values[i])
+        error_y = dict(type="data", symmetric=False, array=[hi - v for (_, hi), v in zip(spread, values)],
+                       arrayminus=[v - lo for (lo, _), v in zip(spread, values)], color="#444")
     fig = go.Figure(go.Bar(x=list(labels), y=list(values), text=[f"{v:.3g} {unit}" for v in values],
-                           textposition="outside", marker_color=COLORS["measured"]))
+                           textposition="outside", marker_color=COLORS["measured"], error_y=error_y))
     fig.update_yaxes(title=unit)
     return style(fig, title)

@@ -82,9 +82,13 @@ def fragmentation_report(source: str, lengths_text: str, n_requests, rate, arena
     refused = [x for x in result.refusals if x is not None]
     paradox = result.paradox_refusals()
     when = "while a request waited for memory" if busy else "over the whole run (no request ever waited)"
+    picked = [u for u, b in zip(result.usage, result.busy()) if b or not busy]
+    rounding = sum(getattr(u, "rounding", 0) / (u.capacity or 1) for u in picked) / max(len(picked), 1)
+    rounded = f", buddy rounding {rounding:.0%}" if placement == "buddy" else ""
     status = (f"{trace.name}, {len(trace)} requests, {reservation} / {placement}, {capacity} slots. "
               f"Share of the arena {when}: token states {shares['token_states']:.0%}, reserved "
-              f"{shares['reserved']:.0%}, internal {shares['internal']:.0%}, external {shares['external']:.0%}, "
+              f"{shares['reserved']:.0%}, internal (over-reservation) {shares['internal'] - rounding:.0%}{rounded}, "
+              f"external {shares['external']:.0%}, "
               f"free {shares['free']:.0%}. Mean batch {result.mean_batch():.1f}; {len(refused)} refused admissions, "
               f"{len(paradox)} of them with enough total free memory.")
     return result, status, (paradox[0] if paradox else None)
