@@ -1,7 +1,7 @@
 """Run the course's benchmarks side by side: one command, one table.
 
     python -m benchmarks                      # every benchmark, full sizes (make bench)
-    python -m benchmarks --quick              # reduced sizes, under 2 minutes on 2 cores (make bench-quick)
+    python -m benchmarks --quick              # reduced sizes, a few minutes on 2 cores (make bench-quick)
     python -m benchmarks decode_attention memory --quick
     python -m benchmarks --list
 
@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 
 # run order: cheap and memory-only first, the model-serving runs last
-BENCHMARKS = ("memory", "decode_attention", "prefill_attention", "engine", "scaling")
+BENCHMARKS = ("memory", "decode_attention", "prefill_attention", "engine", "peer", "scaling")
 
 
 def load(name: str):
@@ -42,7 +42,7 @@ def load(name: str):
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     ap.add_argument("names", nargs="*", metavar="name", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
-    ap.add_argument("--quick", action="store_true", help="reduced sizes (a smoke run: under 2 minutes on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="reduced sizes (a smoke run: a few minutes on 2 CPU cores)")
     ap.add_argument("--out", default="results", help="folder for benchmarks.md/.html/.json (default: results)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's own choice, e.g. from OMP_NUM_THREADS)")

@@ -11,10 +11,13 @@ work also uses) follows three rules here:
 
     interleave   contenders run round after round, one call each per round,
                  so a burst of background load hits all of them alike;
-    best round   the fastest round counts (noise only ever slows a run down);
-                 the median is kept beside it in the JSON;
-    ratios       what the report compares are ratios measured in the same run,
-                 which survive a machine that is uniformly slower or faster.
+    spread       every figure is the median of at least ROUNDS (5) rounds, printed
+                 with its min and max (`Spread`, shown "median [min–max]");
+    ratios       what the report compares are ratios measured in the same run:
+                 one ratio per round (A's round i over B's round i), then their
+                 median, min and max. A target is met only when the WORSE end of
+                 that spread meets it (`Target.low`/`high`), so one lucky round
+                 cannot carry a claim.
 
 The memory-bandwidth limit is measured in the same run too (`copy_bandwidth`):
 one large tensor copy, several times bigger than the last-level cache, so it
@@ -133,11 +136,12 @@ def env_line(env: dict) -> str:
 
 # ---- timing -----------------------------------------------------------------------
 def time_interleaved(contenders: dict[str, Callable[[], Any]], repeat: int = 10, warmup: int = 1,
-                     device: torch.device | None = None, before: dict[str, Callable[[], Any]] | None = None
-                     ) -> dict[str, list[float]]:
+                     device: torch.device | None = None, before: dict[str, Callable[[], Any]] | None = None,
+                     ordered: bool = False) -> dict[str, list[float]]:
     """Seconds per call of each contender, round by round (every contender once per round),
     synced on a GPU. `before[name]`, if given, runs (untimed) before each timed call of that
-    contender, e.g. to evict the caches. Returns name -> the `repeat` times, sorted (fastest first)."""
+    contender, e.g. to evict the caches. Returns name -> the `repeat` times, sorted (fastest first),
+    or in round order with ordered=True (to pair rounds: `Spread.ratio`)."""
     before = before or {}
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"repeat: must be an integer >= 1; got {repeat!r}")
@@ -155,12 +159,56 @@ def time_interleaved(contenders: dict[str, Callable[[], Any]], repeat: int = 10,
             fn()
             synchronize(device)
             times[name].append(time.perf_counter() - t0)
-    return {name: sorted(ts) for name, ts in times.items()}
+    return {name: (list(ts) if ordered else sorted(ts)) for name, ts in times.items()}
 
 
 def median(xs: list[float]) -> float:
+    """The middle value (for an even count, the mean of the two middle values)."""
     xs = sorted(xs)
-    return xs[len(xs) // 2] if xs else float("nan")
+    if not xs:
+        return float("nan")
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+ROUNDS = 5          # at least this many interleaved rounds behind every timed figure of the full set
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A figure measured over several rounds: its median, min and max, and how many rounds."""
+
+    median: float
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, xs) -> "Spread":
+        xs = [float(x) for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+        if not xs:
+            return cls(float("nan"), float("nan"), float("nan"), 0)
+        return cls(median(xs), min(xs), max(xs), len(xs))
+
+    @classmethod
+    def ratio(cls, num, den) -> "Spread":
+        """Round-by-round ratios num[i] / den[i] (the rounds were interleaved, so round i of
+        both saw the same load), summarised. Lists must be in round order, equally long."""
+        if len(num) != len(den):
+            raise ValueError(f"num, den: must hold one value per round each; got {len(num)} and {len(den)}")
+        return cls.of([a / b for a, b in zip(num, den) if b])
+
+    def scaled(self, k: float) -> "Spread":
+        return Spread(self.median * k, self.min * k, self.max * k, self.n)
+
+    def text(self, unit: str = "") -> str:
+        """'1.23 [1.10–1.40]' (median [min–max]); one round: just the value."""
+        if self.n <= 1:
+            return f"{fmt(self.median)}{unit}"
+        return f"{fmt(self.median)}{unit} [{fmt(self.min)}–{fmt(self.max)}]"
+
+    def asdict(self) -> dict:
+        return {"median": self.median, "min": self.min, "max": self.max, "n": self.n}
 
 
 # ---- the bandwidth limit -----------------------------------------------------------
@@ -251,6 +299,9 @@ class Target:
 
     kind '>=': met when measured >= goal;  kind 'near': met when |measured - goal| <= tolerance.
     limit: what limits the figure and what would close the gap (shown when it is missed).
+    low, high: the spread over rounds (min, max) when the figure was measured more than once:
+    then the WORSE end decides: '>=' needs low >= goal, 'near' needs both ends within tolerance.
+    `measured` is the median. A figure that does not depend on timing (steps, slots) has no spread.
     """
 
     claim: str
@@ -261,14 +312,32 @@ class Target:
     tolerance: float = 0.0
     limit: str = ""
     source: str = ""
+    low: float | None = None
+    high: float | None = None
+    rounds: int | None = None
+
+    @classmethod
+    def from_spread(cls, claim: str, spread: Spread, goal: float, **kw) -> "Target":
+        return cls(claim, spread.median, goal, low=spread.min, high=spread.max, rounds=spread.n, **kw)
+
+    @property
+    def worse(self) -> float | None:
+        """The end of the spread that is furthest from meeting the goal (the median if no spread)."""
+        if self.measured is None or (isinstance(self.measured, float) and math.isnan(self.measured)):
+            return None
+        ends = [v for v in (self.low, self.high) if v is not None] or [self.measured]
+        if self.kind == "near":
+            return max(ends, key=lambda v: abs(v - self.goal))
+        return min(ends)
 
     @property
     def met(self) -> bool | None:
-        if self.measured is None or (isinstance(self.measured, float) and math.isnan(self.measured)):
+        w = self.worse
+        if w is None:
             return None
         if self.kind == "near":
-            return abs(self.measured - self.goal) <= self.tolerance
-        return self.measured >= self.goal
+            return abs(w - self.goal) <= self.tolerance
+        return w >= self.goal
 
     def goal_text(self) -> str:
         if self.kind == "near":
@@ -277,8 +346,15 @@ class Target:
 
     def row(self) -> dict:
         verdict = {True: "✅ met", False: "❌ missed", None: "– not measured"}[self.met]
-        value = "–" if self.met is None else f"{fmt(self.measured)}{self.unit}"
-        return {"target": self.claim, "measured": value, "goal": self.goal_text(), "verdict": verdict,
+        if self.met is None:
+            value, worse = "–", "–"
+        elif self.low is not None and self.high is not None:
+            value = f"{fmt(self.measured)}{self.unit} [{fmt(self.low)}–{fmt(self.high)}]"
+            worse = f"{fmt(self.worse)}{self.unit}"
+        else:
+            value, worse = f"{fmt(self.measured)}{self.unit}", "(no spread: not timed)"
+        return {"target": self.claim, "median [min–max]": value, "worse end": worse,
+                "rounds": self.rounds if self.rounds else "–", "goal": self.goal_text(), "verdict": verdict,
                 "what limits it / what would close it": self.limit if self.met is False else ""}
 
 
@@ -341,14 +417,24 @@ def pct(x: float | None) -> float | None:
 # ---- the report ---------------------------------------------------------------------------
 def targets_table(results: list[BenchResult]) -> Table:
     rows = [t.row() for r in results for t in r.targets]
-    return Table("Targets of issue 8 (reported, not asserted)",
-                 ["target", "measured", "goal", "verdict", "what limits it / what would close it"], rows)
+    return Table("Targets (reported, not asserted; met only when the worse end of the spread meets the goal)",
+                 ["target", "median [min–max]", "worse end", "rounds", "goal", "verdict",
+                  "what limits it / what would close it"], rows)
+
+
+def stamp(env: dict, command: str) -> str:
+    """The line that says where and when a report was made, and how its figures were taken."""
+    return (f"Made by `{command}` on {env['date']} | machine: {env['cpu']}, "
+            f"{env['cpu_cores']} cores ({env['device']}) | threads: {env['torch_threads']} torch, "
+            f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} | load average {env.get('load_average_1min')} at the start | "
+            f"spread: median [min–max] over interleaved rounds (at least {ROUNDS} in the full set)")
 
 
 def render_markdown(results: list[BenchResult], command: str, quick: bool) -> str:
     env = results[0].env if results else environment()
     out = ["## Benchmark results", "",
            f"`{command}` ({'quick set' if quick else 'full set'}), on **{env['device']}**.", "",
+           stamp(env, command), "",
            f"Machine: {env_line(env)}", ""]
     if any(r.targets for r in results):
         out += [targets_table(results).markdown(), ""]
