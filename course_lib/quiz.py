@@ -297,7 +297,8 @@ class NumberQuiz:
         n = record_attempt(self.qid, {"value": value, "correct": ok}, self.learner, self.path)
         explain = html.escape(self.q.explain.format(expected=fmt_number(self.expected), **self.facts))
         if ok:
-            msg = f'<span style="color:{RIGHT}">Correct: {fmt_number(self.expected)} {html.escape(self.q.unit)}. {explain}</span>'
+            msg = (f'<span style="color:{RIGHT}">Correct: {fmt_number(self.expected)} '
+                   f'{html.escape(self.q.unit)}. {explain}</span>')
         else:
             hint = explain if n >= 2 else "Work it out again from the facts in the question."
             msg = (f'<span style="color:{WRONG}">Not quite: {fmt_number(value)} is not within '
@@ -310,24 +311,38 @@ class NumberQuiz:
 
 # ---------------------------------------------------------------- the notebook calls
 
-def make_quiz(qid: str, *, learner: str | None = None, path=None) -> Quiz:
+def _fields(*texts: str) -> set[str]:
+    return set(re.findall(r"{(\w+)", "".join(texts)))
+
+
+def make_quiz(qid: str, *, learner: str | None = None, path=None, **facts) -> Quiz:
+    """The widget of multiple-choice question `qid`. A question whose text or feedback names facts
+    ({wait_slow:g}) is filled with the values the lesson passes: make_quiz("06.2", wait_slow=12.0, ...)."""
     from course_lib.quizzes import get_question
 
     q = get_question(qid)
     if q.numeric:
         raise ValueError(f"question id: {qid} is numeric; call quiz_number({qid!r}, expected=...)")
-    return Quiz(q.text, q.choices, qid=qid, learner=learner, path=path)
+    need = _fields(q.text, *(c.text + c.why for c in q.choices))
+    if need - set(facts):
+        raise ValueError(f"quiz: question {qid} needs {', '.join(f'{m}=...' for m in sorted(need - set(facts)))}")
+    text, choices = q.text, list(q.choices)
+    if need:
+        text = text.format(**facts)
+        choices = [Choice(c.text.format(**facts), c.correct, c.why.format(**facts)) for c in choices]
+    return Quiz(text, choices, qid=qid, learner=learner, path=path)
 
 
-def quiz(qid: str, choices: Sequence[Choice] | None = None) -> None:
+def quiz(qid: str, choices: Sequence[Choice] | None = None, **facts) -> None:
     """Display the knowledge check `qid` (e.g. "03.1"). Returns nothing, so nothing extra is printed.
+    `facts` fill a question that quotes the lesson's measured values (quiz("06.2", wait_slow=...)).
 
     The old form quiz("question text", [Choice(...), ...]) still works (shuffled, not recorded)."""
     if choices is not None:
         Quiz(qid, choices).show()
         return
     check_type("qid", qid, str)
-    make_quiz(qid).show()
+    make_quiz(qid, **facts).show()
 
 
 def quiz_lesson(lesson: str) -> None:

@@ -76,7 +76,7 @@ def test_panel_shows_errors_in_red_and_keeps_going():
 def test_quiz_needs_one_right_answer_and_explains_each():
     q = Quiz("2 + 2?", [Choice("4", True, "arithmetic"), Choice("5", False, "off by one")])
     assert q.answer(0).startswith("Correct") and "off by one" in q.answer(1)
-    q.radio.value = 1
+    q.choose(q.order.index(1))
     q.button.click()
     assert "Not quite" in q.feedback.value
     with pytest.raises(ValueError, match="exactly one"):

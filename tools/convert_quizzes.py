@@ -56,8 +56,30 @@ NUMERIC_CELLS = {
 
 # ---------------------------------------------------------------- parsing old cells
 
-def old_quiz_calls(source: str) -> list[tuple[str, list[tuple[str, bool, str]]]]:
-    """Every `quiz("q", [Choice(text, correct, why), ...])` call in a cell's source, as plain data."""
+# Values a quiz cell's f-strings quote from the lesson, by the expression's source: the bank names them.
+FACT_NAMES = {"lo[rates[0]]": "wait_rate_005", "lo[rates[1]]": "wait_rate_02"}
+
+
+def _template(node, facts: dict) -> str:
+    """A string literal, or an f-string turned into a str.format template whose fields name FACT_NAMES."""
+    if isinstance(node, ast.JoinedStr):
+        out = []
+        for v in node.values:
+            if isinstance(v, ast.Constant):
+                out.append(v.value.replace("{", "{{").replace("}", "}}"))
+                continue
+            src = ast.unparse(v.value)
+            name = FACT_NAMES.get(src) or f"fact{len(facts) + 1}"
+            facts[name] = src
+            spec = ":" + "".join(x.value for x in v.format_spec.values) if v.format_spec else ""
+            out.append("{" + name + spec + "}")
+        return "".join(out)
+    return ast.literal_eval(node)
+
+
+def old_quiz_calls(source: str, with_facts: bool = False) -> list:
+    """Every `quiz("q", [Choice(text, correct, why), ...])` call in a cell's source, as plain data:
+    (question, [(text, correct, why), ...]), plus {fact name: expression source} when `with_facts`."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -66,17 +88,31 @@ def old_quiz_calls(source: str) -> list[tuple[str, list[tuple[str, bool, str]]]]
     for node in ast.walk(tree):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "quiz"
                 and len(node.args) == 2 and isinstance(node.args[1], ast.List)):
-            question = ast.literal_eval(node.args[0])
+            facts: dict = {}
+            question = _template(node.args[0], facts)
             choices = []
             for c in node.args[1].elts:
                 if not (isinstance(c, ast.Call) and getattr(c.func, "id", None) == "Choice"):
                     raise ValueError(f"quiz {question[:40]!r}: an option is not a Choice(...) call")
-                args = [ast.literal_eval(a) for a in c.args]
-                kw = {k.arg: ast.literal_eval(k.value) for k in c.keywords}
+                args = [_template(a, facts) if i != 1 else ast.literal_eval(a) for i, a in enumerate(c.args)]
+                kw = {k.arg: _template(k.value, facts) for k in c.keywords}
                 text, correct, why = (args + [kw.get("text"), kw.get("correct"), kw.get("why")][len(args):])[:3]
                 choices.append((text, correct, why))
-            found.append((question, choices))
+            found.append((question, choices, facts) if with_facts else (question, choices))
     return found
+
+
+def other_statements(source: str) -> list[str]:
+    """A cell's top-level statements other than its quiz(...) calls and quiz imports, as source."""
+    tree = ast.parse(source)
+    keep = []
+    for st in tree.body:
+        if isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) and getattr(st.value.func, "id", "") == "quiz":
+            continue
+        if isinstance(st, ast.ImportFrom) and st.module == "course_lib.quiz":
+            continue
+        keep.append(ast.get_source_segment(source, st))
+    return keep
 
 
 def lesson_of(path: Path) -> str:
@@ -130,8 +166,10 @@ def extract(paths: list[Path], out: Path) -> None:
 
 def rewrite_notebook(nb, lesson: str) -> list[str]:
     """Rewrite `nb` in place; returns what changed, one line each (empty: nothing to do)."""
-    from course_lib.quizzes import lesson_questions
+    from course_lib.quizzes import LESSONS, lesson_questions
 
+    if lesson not in LESSONS:
+        return []                                  # lesson 00 has no knowledge check
     bank = lesson_questions(lesson)
     by_text = {q.text: qid for qid, q in bank.items() if not q.numeric}
     if any(c.cell_type == "code" and "quiz_summary(" in c.source for c in nb.cells):
@@ -143,17 +181,25 @@ def rewrite_notebook(nb, lesson: str) -> list[str]:
         calls = old_quiz_calls(cell.source)
         if not calls:
             continue
-        ids = []
-        for question, _choices in calls:
+        ids, calls_src = [], []
+        for question, choices, facts in old_quiz_calls(cell.source, with_facts=True):
             if question not in by_text:
                 raise ValueError(f"{lesson}: the quiz {question[:60]!r}... has no question with this text in "
                                  f"course_lib/quizzes/lesson{lesson}.py")
-            ids.append(by_text[question])
+            qid = by_text[question]
+            ids.append(qid)
+            drift = [k for k, (c, b) in enumerate(zip(choices, bank[qid].choices))
+                     if (c[1], c[2]) != (b.correct, b.why)]
+            if drift or len(choices) != len(bank[qid].choices):
+                changes.append(f"WARNING {qid}: the notebook's feedback of option(s) {drift} differs from the bank's; "
+                               f"check course_lib/quizzes/lesson{lesson}.py")
+            args = "".join(f", {k}={v}" for k, v in facts.items())
+            calls_src.append(f'quiz("{qid}"{args})')
         lines = [IGNORE]
         if "from course_lib.quiz import" in cell.source:
             lines.append(IMPORT_LINE)
             lines.append("")
-        lines += [f'quiz("{qid}")' for qid in ids]
+        lines += other_statements(cell.source) + calls_src
         cell.source = "\n".join(lines)
         used += ids
         last = i

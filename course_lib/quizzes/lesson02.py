@@ -1,6 +1,10 @@
-"""Lesson 02's knowledge checks: the answer key lives here, not in the notebook."""
+"""Lesson 02's knowledge checks: the answer key lives here, not in the notebook.
 
-from course_lib.quiz import Choice, Question
+The questions of the notebook's old quiz cells came over verbatim; some distractors were then written out in full
+(so the right option is not the longest every time) and new questions added for the seeds' and syllabus's
+concepts that had none."""
+
+from course_lib.quiz import Choice, Numeric, Question
 
 QUIZZES = {
     "02.1": Question(
@@ -12,7 +16,8 @@ QUIZZES = {
                    "enough for a new request's contiguous block (external fragmentation)",
                    True,
                    'Yes: section 4 reproduced it. Total free exceeds the request, the largest hole does not.'),
-            Choice('The monitoring tool is wrong: memory it reports as free can always be allocated',
+            Choice('The monitoring tool is wrong: memory it reports as free has in fact already been handed out by '
+                   'the allocator, so the server is really full and only more GPU memory would help',
                    False,
                    'The memory really is free; it is just not in one piece, and a contiguous allocation needs one '
                    'piece.'),
@@ -34,7 +39,8 @@ QUIZZES = {
                    True,
                    'Yes: fewer requests fit at once (the mean batch in section 6), so each step does less useful '
                    'work.'),
-            Choice('A memory leak: completed requests never give their memory back',
+            Choice('A memory leak: completed requests never give their memory back to the allocator, so the pool '
+                   'shrinks with every finished request until long sequences no longer fit anywhere in it',
                    False,
                    'Leaked memory would show as used, not free; here the memory is free but unusable.'),
             Choice("The long sequences exceed the model's context length",
@@ -82,4 +88,34 @@ QUIZZES = {
                    False,
                    'Both are counted in the bytes per token; that doubles the size of a token state, not the waste.'),
         ]),
+    "02.5": Question(
+        'A contiguous KV store refuses a request and its error reports requested=40 slots, largest_free=24, '
+        'total_free=48. What does this tell you, and what would help?',
+        [
+            Choice('External fragmentation: enough memory is free in total (48 >= 40) but not in one piece (24 < 40);'
+                   ' compacting the arena or paged blocks would let the request run',
+                   True,
+                   "Yes: section 4's refusal had exactly this shape. Compare the request with the largest hole, not "
+                   'with the total: that is the diagnosis.'),
+            Choice('The server is simply out of memory: the total free (48) is barely above the request (40), so the '
+                   'next request to finish will fix it by itself within a few steps of the engine',
+                   False,
+                   'The total already exceeds the request; what is missing is a hole of 40. A finished request helps '
+                   'only if the span it frees joins another hole.'),
+            Choice('The request is too long for the model and should be rejected with an error',
+                   False,
+                   '40 slots is far below the context length (512); on an empty arena it would fit at once.'),
+            Choice("The allocator's counters are wrong, since 48 free slots must always hold a 40-slot request; "
+                   'restarting the store fixes it',
+                   False,
+                   'The counters are right: 48 free slots in two holes of 24 cannot hold 40 contiguous slots. A '
+                   'restart only empties the arena for a while.'),
+        ]),
+    "02.kv_bytes": Numeric(
+        'TinyLM has {layers} layers and {kv_heads} key/value heads of {head_dim} dimensions each, and the course '
+        'keeps its KV cache in float32 (4 bytes a number). How many bytes of KV cache does one token take?',
+        unit='bytes',
+        explain='2 (a key and a value) x {layers} layers x {kv_heads} KV heads x {head_dim} dimensions x 4 bytes = '
+                '{expected} bytes; the sizing table of section 2 says the same.',
+        tolerance=0.0),
 }

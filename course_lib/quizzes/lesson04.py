@@ -1,6 +1,10 @@
-"""Lesson 04's knowledge checks: the answer key lives here, not in the notebook."""
+"""Lesson 04's knowledge checks: the answer key lives here, not in the notebook.
 
-from course_lib.quiz import Choice, Question
+The questions of the notebook's old quiz cells came over verbatim; some distractors were then written out in full
+(so the right option is not the longest every time) and new questions added for the seeds' and syllabus's
+concepts that had none."""
+
+from course_lib.quiz import Choice, Numeric, Question
 
 QUIZZES = {
     "04.1": Question(
@@ -34,7 +38,8 @@ QUIZZES = {
             Choice('Restarting the server every hour',
                    False,
                    'That empties the holes for a while; they come back as soon as requests of mixed lengths finish.'),
-            Choice('Reserving the maximum length for every request',
+            Choice('Reserving the maximum context length for every request when it is admitted, so that no request '
+                   'ever has to grow its region and no allocation can fail in the middle of a generation',
                    False,
                    'That is Orca (Max): no request ever needs to grow, but most of the reservation is never used.'),
             Choice('A smaller batch size',
@@ -49,7 +54,8 @@ QUIZZES = {
                    True,
                    'Yes: section 6 measured the memory side; how much the longer runs help the kernel depends on the '
                    'machine.'),
-            Choice('External fragmentation appears, since large blocks leave holes',
+            Choice('External fragmentation appears: large blocks leave large holes between requests in the pool, and '
+                   'a new request may find no hole big enough for all of its blocks',
                    False,
                    'Blocks are all the same size, so any free block still serves any request: no external '
                    'fragmentation.'),
@@ -60,4 +66,11 @@ QUIZZES = {
                    False,
                    'Block size changes where keys and values sit, not their values.'),
         ]),
+    "04.empty_slots": Numeric(
+        'A {tokens}-token prompt is admitted to a paged pool with blocks of {block_size} slots. How many slots of its'
+        ' last block are still empty?',
+        unit='slots',
+        explain='It needs ceil({tokens} / {block_size}) blocks; their slots minus its tokens leave {expected} empty '
+                '(internal fragmentation: at most block size - 1 per request, and only in its last block).',
+        tolerance=0.0),
 }

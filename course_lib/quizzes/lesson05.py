@@ -1,4 +1,8 @@
-"""Lesson 05's knowledge checks: the answer key lives here, not in the notebook."""
+"""Lesson 05's knowledge checks: the answer key lives here, not in the notebook.
+
+The questions of the notebook's old quiz cells came over verbatim; some distractors were then written out in full
+(so the right option is not the longest every time) and new questions added for the seeds' and syllabus's
+concepts that had none."""
 
 from course_lib.quiz import Choice, Question
 
@@ -11,7 +15,8 @@ QUIZZES = {
                    "reference, so each request's prefill and memory shrink to its own tokens",
                    True,
                    'Yes: section 4 measured less prefill work and fewer blocks held, with the same tokens out.'),
-            Choice('A larger batch size, so that the system prompt is computed fewer times',
+            Choice('A larger batch size: with more requests in each step, the shared system prompt is computed once '
+                   'for the whole batch instead of once per request, which saves both prefill time and memory',
                    False,
                    "A batch computes every request's prompt; without sharing, the prefix is still computed per "
                    'request.'),
@@ -35,7 +40,8 @@ QUIZZES = {
             Choice('48: three blocks, rounded up',
                    False,
                    "The third block would hold the request's own tokens too: not shared."),
-            Choice('0: prefix caching only works when the whole prompt is identical',
+            Choice('0: prefix caching reuses a prompt only when the whole prompt, not just its start, is identical to'
+                   ' an earlier one',
                    False,
                    'The chained hash finds the shared full blocks of the start of the prompt, whatever follows.'),
         ]),

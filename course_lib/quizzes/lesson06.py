@@ -1,4 +1,8 @@
-"""Lesson 06's knowledge checks: the answer key lives here, not in the notebook."""
+"""Lesson 06's knowledge checks: the answer key lives here, not in the notebook.
+
+The questions of the notebook's old quiz cells came over verbatim; some distractors were then written out in full
+(so the right option is not the longest every time) and new questions added for the seeds' and syllabus's
+concepts that had none."""
 
 from course_lib.quiz import Choice, Question
 
@@ -13,7 +17,8 @@ QUIZZES = {
                    True,
                    'Yes: section 3 showed interactive requests overtaking the queue, and taking a running batch '
                    "request's slot."),
-            Choice('Increase the token budget per step so more batch work finishes sooner',
+            Choice('Increase the token budget per step so that more batch work is done in each step and the batch '
+                   'jobs finish sooner, leaving the GPUs to the chat users for the rest of the day',
                    False,
                    'Bigger steps make every decode step longer; the chat requests still wait behind batch requests in'
                    ' the queue.'),
@@ -31,12 +36,15 @@ QUIZZES = {
             Choice('Starvation: there is always a higher-priority request waiting; ageing (priority grows with time '
                    'waited) lets every request eventually reach the front',
                    True,
-                   'Yes: section 5. With ageing, a low-priority request waits at most about (priority gap) / rate.'),
+                   'Yes: section 5. With ageing, a low-priority request waits about (priority gap) / rate, plus the '
+                   'time until a slot frees up: {wait_rate_005:g} and {wait_rate_02:g} steps at rates 0.05 and 0.2 '
+                   'there.'),
             Choice('The batch requests are too long for the KV cache and are rejected',
                    False,
                    "A rejected request ends with a reason; these just wait. Section 5's low-priority requests were "
                    'short.'),
-            Choice("The high-priority requests preempt the batch requests' KV and corrupt it",
+            Choice('The high-priority requests preempt the batch requests and overwrite their KV blocks, so the batch'
+                   " requests' keys and values are corrupted and they must start over, again and again",
                    False,
                    'Preemption frees or swaps KV; the request is recomputed with the same tokens (the tests check '
                    'it).'),
@@ -69,8 +77,10 @@ QUIZZES = {
             Choice('Lower time to first token for newcomers, paid for by stalls of the running streams (a higher tail'
                    ' of the time between tokens)',
                    True,
-                   "Yes: section 2's trade-off; chunked prefill moves along it with the token budget."),
-            Choice('Higher throughput at no latency cost',
+                   'Yes: section 2, when the budget cannot hold a whole prompt beside every decode; chunked prefill '
+                   'moves along the trade-off with its token budget.'),
+            Choice('Higher throughput at no latency cost: prompts are processed in large batches, which use the '
+                   'hardware better, and the running streams are never paused',
                    False,
                    'The stalls are the cost: see the gap plot.'),
             Choice('Less KV memory per request',

@@ -1,4 +1,8 @@
-"""Lesson 07's knowledge checks: the answer key lives here, not in the notebook."""
+"""Lesson 07's knowledge checks: the answer key lives here, not in the notebook.
+
+The questions of the notebook's old quiz cells came over verbatim; some distractors were then written out in full
+(so the right option is not the longest every time) and new questions added for the seeds' and syllabus's
+concepts that had none."""
 
 from course_lib.quiz import Choice, Question
 
@@ -15,7 +19,8 @@ QUIZZES = {
             Choice('The monitoring is wrong: free memory can always be allocated',
                    False,
                    'The memory is free, just not in one piece; a contiguous allocation needs one piece.'),
-            Choice('There is a memory leak: finished requests keep their memory',
+            Choice('There is a memory leak: finished requests keep their KV memory after they end, so the pool slowly'
+                   ' fills up; monitoring shows that memory as free only because no running request is attached to it',
                    False,
                    'Leaked memory would show as used, not free.'),
             Choice('The model weights grow with traffic',
@@ -30,7 +35,9 @@ QUIZZES = {
                    ' request, so each request holds only its own tokens and far fewer requests must be preempted',
                    True,
                    'Yes: incident B. The preemptions (and the recomputation they cause) were the spikes.'),
-            Choice('Preempt by swapping instead of recomputing',
+            Choice("Preempt by swapping instead of recomputing: a preempted request's keys and values move to CPU "
+                   'memory and come back later, so nothing is computed twice and the spikes caused by recomputation '
+                   'disappear',
                    False,
                    'A swapped request still stops streaming while it is out; the memory is still full of copies of '
                    'one prompt.'),
@@ -77,5 +84,27 @@ QUIZZES = {
             Choice('Switched to chunked prefill with a smaller budget',
                    False,
                    'That is the fix.'),
+        ]),
+    "07.5": Question(
+        'A KV-memory dashboard shows the pool 60 % used at the moment a request is refused. Which telemetry tells you'
+        ' whether the cause is fragmentation rather than a full pool?',
+        [
+            Choice('The largest free span at the refusal: if it is smaller than the request while the total free is '
+                   'larger, the memory is free but scattered',
+                   True,
+                   "Yes: incident A's refusals are marked red exactly when the total free exceeded the request, with "
+                   'the dotted largest-span line below it.'),
+            Choice('The number of requests waiting in the queue, since a long queue means memory is full',
+                   False,
+                   'A long queue says requests are not admitted, not why: it grows for a full pool and a fragmented '
+                   'one alike.'),
+            Choice('The p99 time between tokens: fragmentation makes every decode step slower, and slow steps show up'
+                   ' in the tail of the time between tokens well before allocations fail',
+                   False,
+                   'Fragmentation does not slow a step down; it blocks admissions. Latency is the wrong panel here.'),
+            Choice('The share of memory holding token states: 60 % used proves that 40 % can be allocated',
+                   False,
+                   'That is the paradox itself: 40 % free in many small pieces cannot hold one large contiguous '
+                   'request.'),
         ]),
 }
