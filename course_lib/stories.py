@@ -188,22 +188,45 @@ def hero_of(text: str) -> str | None:
 
 
 def count_distinct_stories() -> int:
-    """A LOWER BOUND on how many different stories the grammar can write.
+    """How many different stories the grammar can write, counted exactly.
 
-    Counted over one family only: the opening, the home, then k events drawn from
-    the four that need no earlier fact (feel, sky, eat, go), each used at most
-    once, in any order, then going home and "The end.". Different choices give
-    different texts (sentences are told apart at ". "), so the count is exact for
-    this family; the other events (finding, meeting, using, showing, ...) only
-    add to it.
+    Every story is: the opening (name x adjective x animal), then either nothing
+    or a home, 0 to 11 events (each used at most once, each allowed only when
+    the facts it needs exist: "use" needs a found object, "back" needs a friend
+    met at least two events earlier, ...), going home in one of its moods, and
+    "The end.". Different choices give different texts (each sentence names its
+    event and its choices), so counting choice sequences counts texts. The count
+    walks the same rules as `story()`, memoised on (events used, object found,
+    friend met, events since the friend).
     """
+    from functools import lru_cache
+
+    slot_choices = {"find": len(OBJECTS) * len(PLACES), "meet": (len(NAMES) - 1) * len(ANIMALS),
+                    "feel": len(FEELINGS), "sky": len(SKIES), "eat": len(FOODS), "go": len(PLACES),
+                    "use": 1, "lose": 1, "play": len(GAMES), "back": 1, "show": 1}
+
+    def options(used, obj, friend, since_friend):
+        opts = ["find", "meet", "feel", "sky", "eat", "go"]
+        if obj:
+            opts += ["use", "lose"] if friend else ["use"]
+        if friend:
+            opts += ["play"] + (["back"] if since_friend >= 1 else [])
+            if obj:
+                opts.append("show")
+        return [o for o in opts if o not in used]
+
+    @lru_cache(maxsize=None)
+    def tails(used: frozenset, obj: bool, friend: bool, since_friend: int, left: int) -> int:
+        """Event sequences from this state with at most `left` more events (the empty one included)."""
+        total = 1
+        if left == 0:
+            return total
+        for e in options(used, obj, friend, since_friend):
+            nxt = 0 if e == "meet" else min(since_friend + 1, 2)
+            total += slot_choices[e] * tails(used | {e}, obj or e == "find", friend or e == "meet", nxt, left - 1)
+        return total
+
     openings = len(NAMES) * len(ADJECTIVES) * len(ANIMALS)
-    choices = {"feel": len(FEELINGS), "sky": len(SKIES), "eat": len(FOODS), "go": len(PLACES)}
-    total = openings                                    # "Once upon ... The end." (two sentences)
-    total += openings * len(HOMES) * len(MOODS_HOME)    # ... with a home and no events
-    # k events from the 4 free ones: sum over ordered selections of the product of their choices
-    from itertools import permutations
-    for k in range(1, len(choices) + 1):
-        for order in permutations(choices, k):
-            total += openings * len(HOMES) * len(MOODS_HOME) * math.prod(choices[e] for e in order)
-    return total
+    with_events = tails(frozenset(), False, False, 0, 11) - 1        # at least one event (needs a home)
+    endings = len(HOMES) * len(MOODS_HOME)
+    return openings * (1 + endings + endings * with_events)

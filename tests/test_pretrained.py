@@ -137,3 +137,18 @@ def test_training_script_runs_end_to_end_and_the_loss_goes_down(tmp_path):
     from course_lib.pretrained import load_pretrained
     small = load_pretrained(tmp_path)            # ... and the one just written reads back
     assert small.config == reloaded.config
+
+
+def test_storyteller_panel_streams_a_story_and_names_a_bad_opening(model):
+    from course_lib.widgets.story import StoryPanel
+
+    panel = StoryPanel(model, opening="Once upon a time, there was a brave cat named Max. ", max_new_tokens=400)
+    text = panel.run()
+    assert text.rstrip().endswith("The end.") and "&lt;EOS&gt;" in panel.message.value
+    assert hero_of(text) == "Max"
+    panel.opening.value = "   "
+    assert panel.run() == "" and "opening" in panel.message.value and "#c62828" in panel.message.value
+    panel.opening.value = "x" * 600
+    assert panel.run() == "" and "at most" in panel.message.value
+    panel.opening.value, panel.budget.value = "Once upon a time, ", 5
+    assert len(encode(panel.run(), sos=False)) <= 5 and "budget" in panel.message.value

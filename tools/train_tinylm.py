@@ -95,9 +95,14 @@ def write_card(out: Path, metrics: dict, command: str) -> None:
     size_kb = (out / WEIGHTS_FILE).stat().st_size / 1024
     rows = [("parameters", f"{metrics['parameters']:,}"),
             ("training steps x batch", f"{metrics['steps']} x {metrics['batch_size']} stories"),
-            ("training time", f"{metrics['train_seconds'] / 60:.1f} min ({metrics['threads']} CPU threads)"),
+            ("training time", f"{metrics['train_seconds'] / 60:.1f} min ({metrics['threads']} CPU thread(s), a busy 2-core machine)"),
             ("training bits per byte, first / last log", f"{metrics['train_bpb_first']:.3f} / {metrics['train_bpb_last']:.3f}"),
             ("held-out bits per byte", f"{metrics['heldout_bpb']:.4f}")]
+    if "stage1" in metrics:
+        first = metrics["stage1"]
+        rows.insert(1, ("first stage (from random)", f"{first['steps']} x {first['batch_size']} stories, lr {first['lr']}, "
+                        f"{first['train_seconds'] / 60:.1f} min, held-out {first['heldout_bpb']:.4f} bits per byte, "
+                        f"greedy <EOS> {first['eos_rate']:.0%}"))
     if "eos_rate" in metrics:
         rows += [("greedy continuations ending on <EOS>", f"{metrics['eos_rate']:.0%} of {metrics['continuations']}"),
                  ("greedy continuations keeping the hero", f"{metrics['hero_rate']:.0%} of {metrics['continuations']}")]
@@ -121,8 +126,8 @@ byte-level tokenizer (ids 0-255 are bytes; `<pad>` 256, `<SOS>` 257, `<EOS>` 258
 Stories from the seeded grammar in `course_lib/stories.py` (pure Python, no data files): a hero with a name and
 an animal, a home, then up to 11 events drawn without repeats (finding an object, meeting a friend, using the
 object in the way that fits it, the friend coming back, ...), going home, "The end.". Stories run from 2 to
-15 sentences, most of them short. The grammar can write at least {count_distinct_stories():,} distinct
-stories (a lower bound: `count_distinct_stories()`). Training draws from seeds 0-9,999,999; evaluation from
+15 sentences, most of them short. The grammar can write {count_distinct_stories():,} distinct
+stories (counted exactly by `count_distinct_stories()`), so the model cannot learn them by heart. Training draws from seeds 0-9,999,999; evaluation from
 1,000,000,000 on.
 
 ## Training
