@@ -235,3 +235,18 @@ def test_random_cases_preempted_on_the_decode_engine():
     if STATS["runs"] < 20:
         pytest.skip("run the whole file to count")
     assert STATS["decode_preempted"] >= 2, STATS
+
+
+def test_a_handover_leaves_when_the_prefill_step_ends():
+    """The KV is sent once the prefill step is over (its first token is out), not when that step began:
+    with an instant link no stream's second token can come out before its first, and each one waits
+    at least a whole decode step after the prefill (a cost-model clock makes steps long)."""
+    from course_lib.engine.clock import CostModelClock
+    trace = [([65 + i % 4] * (20 + 9 * i), 5, 0.004 * i) for i in range(6)]
+    res = serve_disaggregated(MODEL, reqs_from(trace), prefill_store=store("paged"), decode_store=store("paged"),
+                              clock=CostModelClock(fixed=0.01, per_token=0.001, per_seq=0.0))
+    for h in res.handovers:
+        r = res.requests[h.rid]
+        assert h.sent == pytest.approx(r.token_times[0])              # sent at the end of the prefill step
+        assert r.token_times[1] - r.token_times[0] >= 0.01 - 1e-12    # then a whole decode step
+    assert all(b >= a for r in res.requests for a, b in zip(r.token_times, r.token_times[1:]))

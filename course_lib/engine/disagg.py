@@ -355,7 +355,7 @@ class DisaggregatedServer:
             return                                             # done already: <EOS> or one token wanted
         n = req.num_computed                                   # the prompt's K/V (the first token is not computed yet)
         packet = export_kv(self.prefill.store, req.rid, n, like=self.decode.store)
-        sent = self.prefill.now
+        sent = req.token_times[-1]                             # the prefill's end: its first token is out
         arrives = sent + self.link.delay(n, packet.nbytes)
         self.handovers[req.rid] = Handover(req.rid, n, packet.form, packet.nbytes,
                                            self.link.link_bytes(n, packet.nbytes), sent, arrives, packet.copy_out_s)
