@@ -262,3 +262,39 @@ def test_serve_priority_runs_copies():
     reqs = two_class_trace(n_high=2, n_low=1, high_output=2, low_output=2)
     a = serve_priority(MODEL, reqs, queue="priority", clock="steps")
     assert all(r.output == [] for r in reqs) and len(a.finished) == 3
+
+
+def test_contention_trace_is_where_prefill_first_and_decode_first_differ():
+    """Lesson 06's section 2: with 16 slots and 128 tokens per step a document's whole prompt does not
+    fit beside every stream's decode, so prefill-first makes streams skip steps and decode-first holds
+    documents back; with 512 tokens per step the two make the same steps."""
+    from course_lib.engine import Engine
+    from course_lib.engine.slo import gpu_like_clock
+    from course_lib.labs.scheduling import contention_trace
+    model = tiny_model(seed=3, max_len=256)                            # room for a 124-token prompt and its answer
+    trace = contention_trace(seed=0)
+    assert [(r.prompt, r.arrival) for r in trace] == [(r.prompt, r.arrival) for r in contention_trace(seed=0)]
+    docs = [r for r in trace if r.tenant == "document"]
+    assert len(docs) == 4 and all(108 <= len(r.prompt) <= 124 for r in docs)
+    assert all(a.arrival <= b.arrival for a, b in zip(trace, trace[1:]))
+
+    def run(policy, budget):
+        return Engine(model, policy=policy, max_running=16, max_tokens_per_step=budget,
+                      clock=gpu_like_clock()).run(clone_tagged(trace))
+
+    def skipped(res):
+        return sum(1 for s in res.steps for _, _, kind in s.slots if kind == "stalled")
+
+    def doc_ttft(res):
+        return max(r.first_token_time - r.arrival for r in res.requests if r.tenant == "document")
+
+    pf, df = run("prefill-first", 128), run("decode-first", 128)
+    assert all(r.state is State.FINISHED for r in pf.requests + df.requests)
+    assert skipped(pf) > 0 and skipped(df) == 0 and doc_ttft(df) > 3 * doc_ttft(pf)
+    assert pf.outputs() == df.outputs()
+    wide = [[sorted(s.items) for s in run(p, 512).steps] for p in ("prefill-first", "decode-first")]
+    assert wide[0] == wide[1]
+    with pytest.raises(ValueError, match="stream_prompt"):
+        contention_trace(stream_prompt=(9, 3))
+    with pytest.raises(ValueError, match="doc_prompt"):
+        contention_trace(doc_prompt=2)

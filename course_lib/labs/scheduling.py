@@ -4,6 +4,7 @@
                       stream of high-priority ones
     mixed_trace       a ShareGPT-like trace split into interactive (with deadlines) and batch
     deadline_trace    interactive requests with first-token deadlines among batch requests
+    contention_trace  long prompts arriving while many streams decode (prefill-first vs decode-first)
     wait_time         a request's queueing delay: arrival to first admission
     class_report      per class (priority or tenant): waits, TTFT, preemptions, deadline misses
     starvation        the longest wait of a class, never-admitted requests counted to the end
@@ -117,6 +118,40 @@ def deadline_trace(seed: int = 0, n_interactive: int = 24, every: int = 4, deadl
     return reqs
 
 
+def contention_trace(seed: int = 0, n_streams: int = 14, n_docs: int = 4, stream_prompt: tuple[int, int] = (8, 24),
+                     stream_output: int = 64, doc_prompt: int = 116, doc_output: int = 6, streams_within: float = 0.15,
+                     first_doc: float = 0.3, doc_every: float = 0.25) -> list[PriorityRequest]:
+    """Long prompts arriving while many streams decode: where prefill-first and decode-first differ.
+
+    `n_streams` chat requests (tenant 'chat': prompts of `stream_prompt` tokens, inclusive, about
+    `stream_output` +- 8 tokens out) arrive within the first `streams_within` clock units; then
+    `n_docs` documents (tenant 'document': prompts of `doc_prompt` +- 8 tokens, `doc_output` out)
+    arrive at `first_doc`, `first_doc + doc_every`, ... while the streams still run. With a token
+    budget a little above `doc_prompt`, a step cannot hold a document's whole prompt AND every
+    stream's next token: prefill-first skips some streams, decode-first holds the document back
+    (lesson 06 serves it with 16 slots and 128 tokens per step).
+    Times in the clock's unit (seconds with the cost-model clock). Seeded: same seed, same trace."""
+    import numpy as np
+
+    for name, value, lo in (("seed", seed, 0), ("n_streams", n_streams, 0), ("n_docs", n_docs, 0),
+                            ("stream_output", stream_output, 9), ("doc_prompt", doc_prompt, 9),
+                            ("doc_output", doc_output, 1)):
+        check_int(name, value, lo, None if name == "seed" else MAX_TRACE)
+    lo_p, hi_p = check_sequence("stream_prompt", stream_prompt, 2, 2, what="(shortest, longest) prompt tokens")
+    check_int("stream_prompt[0]", lo_p, 1, MAX_TRACE)
+    check_int("stream_prompt[1]", hi_p, lo_p, MAX_TRACE)
+    for name, value in (("streams_within", streams_within), ("first_doc", first_doc), ("doc_every", doc_every)):
+        check_float(name, value, 0, note="clock units")
+    rng = np.random.default_rng(seed)
+    items = [(float(rng.uniform(0, streams_within)), "chat", int(rng.integers(lo_p, hi_p + 1)),
+              int(rng.integers(stream_output - 8, stream_output + 9))) for _ in range(n_streams)]
+    items += [(first_doc + k * doc_every, "document", int(rng.integers(doc_prompt - 8, doc_prompt + 9)), doc_output)
+              for k in range(n_docs)]
+    items.sort(key=lambda x: (x[0], x[1]))
+    return [PriorityRequest(_prompt(rid, n, seed), out, arrival=t, rid=rid, eos_id=None, tenant=kind)
+            for rid, (t, kind, n, out) in enumerate(items)]
+
+
 def wait_time(req: Request) -> float | None:
     """Queueing delay: arrival to first admission (None if never admitted)."""
     return None if req.admitted_time is None else req.admitted_time - req.arrival
@@ -161,4 +196,5 @@ def starvation(result, priority: int | None = None) -> float:
     return max(waits, default=0.0)
 
 
-__all__ = ["two_class_trace", "mixed_trace", "deadline_trace", "wait_time", "class_report", "starvation"]
+__all__ = ["two_class_trace", "mixed_trace", "deadline_trace", "contention_trace", "wait_time", "class_report",
+           "starvation"]

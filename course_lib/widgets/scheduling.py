@@ -22,7 +22,7 @@ from course_lib.engine.priority import PriorityEngine, clone_tagged
 from course_lib.engine.queues import QUEUES as QUEUE_REGISTRY, FairShare, make_queue as make_queue_policy
 from course_lib.engine.scheduler import PrefillFirst
 from course_lib.engine.slo import SLO, gpu_like_clock, slo_report
-from course_lib.labs.scheduling import deadline_trace, two_class_trace
+from course_lib.labs.scheduling import contention_trace, deadline_trace, two_class_trace
 from course_lib.plots.scheduling import latency_cdf, pipeline_gantt, request_gantt, table_figure, telemetry
 from course_lib.validate import check_bool, check_choice, check_float, check_has, check_int, check_type
 from course_lib.widgets import Panel
@@ -30,6 +30,7 @@ from course_lib.widgets import check_int as check_field
 
 TRACES = {
     "chat + long documents (cost-model clock)": "documents",
+    "documents while 16 streams decode (cost-model clock)": "contention",
     "two classes: a high-priority stream (step clock)": "starvation",
     "interactive deadlines + batch (step clock)": "deadlines",
 }
@@ -56,6 +57,8 @@ def trace_for(kind: str, seed: int = 0):
     if kind == "documents":
         from course_lib.incidents import documents_trace
         return documents_trace(seed, n_chat=16, n_docs=4), gpu_like_clock(), SLO(ttft=0.3, tbt=0.04)
+    if kind == "contention":
+        return contention_trace(seed), gpu_like_clock(), SLO(ttft=0.3, tbt=0.04)
     if kind == "starvation":
         return two_class_trace(n_high=30, n_low=3, high_every=2.5, low_at=4, high_output=10, low_output=10,
                                seed=seed), "steps", SLO(ttft=20, tbt=3)
