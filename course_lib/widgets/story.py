@@ -18,7 +18,7 @@ from course_lib.generate import stream_greedy
 from course_lib.tokenizer import EOS, decode, encode
 from course_lib.widgets import check_int, error_html, info_html
 
-DEFAULT_OPENING = "Once upon a time, there was a brave cat named Max. "
+DEFAULT_OPENING = "Once upon a time, there was a little frog named Sue. "
 
 
 def check_opening(text, max_len: int) -> list[int]:
