@@ -110,6 +110,38 @@ class ServerConfig:
         keep += ["policy", "max_running", "max_tokens_per_step", "preemption"]
         return ", ".join(f"{k}={getattr(self, k)!r}" for k in keep)
 
+    def vllm_flags(self) -> list[str]:
+        """The nearest `vllm serve` flags (vLLM V1 engine), one per line; '#' lines say what vLLM has
+        no flag for. The KV budget becomes a block count (`--num-gpu-blocks-override`)."""
+        blocks = self.kv_slots // self.block_size
+        out = [f"--num-gpu-blocks-override {blocks}    # kv_slots={self.kv_slots} as {self.block_size}-token blocks"]
+        if self.kv_store == "contiguous":
+            out.append(f"# kv_store='contiguous' (reservation={self.reservation!r}, placement={self.placement!r}): "
+                       "no vLLM equivalent, vLLM always pages the KV cache")
+        out.append(f"--block-size {self.block_size}")
+        out.append("--enable-prefix-caching" if self.prefix_caching else "--no-enable-prefix-caching")
+        out.append({"chunked": "--enable-chunked-prefill",
+                    "decode-first": "--no-enable-chunked-prefill    # V1 schedules running requests first, then "
+                                    "whole prompts that fit",
+                    "prefill-first": "# policy='prefill-first': no V1 flag (V1 schedules running requests first; "
+                                     "V0 without chunked prefill ran prompts first)",
+                    "static": "# policy='static': no vLLM equivalent (vLLM batches continuously)"}[self.policy])
+        out.append(f"--max-num-seqs {self.max_running}")
+        out.append(f"--max-num-batched-tokens {self.max_tokens_per_step}")
+        out.append("# preemption='recompute': the V1 engine's only mode, no flag" if self.preemption == "recompute"
+                   else "# preemption='swap': not in the V1 engine (V0 had --preemption-mode swap)")
+        return out
+
+    def vllm_command(self, model: str = "course_lib/weights/tinylm-stories") -> str:
+        """`vllm serve MODEL` with the flags of `vllm_flags()` (a shell command to read, not to run here)."""
+        check_type("model", model, str, "a model path or name")
+        flags = [f.split("    # ") for f in self.vllm_flags() if not f.startswith("#")]
+        notes = [f"# {f[0].split()[0]}: {f[1]}" for f in flags if len(f) > 1]
+        notes += [f for f in self.vllm_flags() if f.startswith("#")]
+        lines = [f"vllm serve {model} \\"] + [f"    {f[0]} \\" for f in flags]
+        lines[-1] = lines[-1][:-2]
+        return "\n".join(lines + notes)
+
 
 # ---- a store and an engine that keep telemetry -------------------------------------------------------------
 @dataclass
@@ -295,7 +327,9 @@ def run_config(model, config: ServerConfig, requests: Sequence, slo: SLO, clock=
     stats = {}
     if hasattr(store, "stats"):
         stats = {"prefix_hit_rate": store.stats.hit_rate if config.prefix_caching else 0.0,
-                 "blocks_swapped": store.stats.swapped_out}
+                 "blocks_swapped": store.stats.swapped_out,
+                 "prefix_queries": store.stats.lookup_tokens if config.prefix_caching else 0,
+                 "prefix_hits": store.stats.hit_tokens if config.prefix_caching else 0}
     return IncidentRun(config, res, eng.samples, list(store.refusals), eng.maps, store.capacity, slo, stats,
                        eng.recomputed)
 
@@ -360,8 +394,11 @@ class Incident:
     hint: str = ""
 
     def render_ticket(self, run: "IncidentRun") -> str:
-        """The ticket, its numbers filled in from a run of the misconfigured server."""
-        return self.ticket.format(**run.metrics())
+        """The ticket, its numbers filled in from a run of the misconfigured server and its targets
+        from the incident's SLO (ttft_target_ms, tbt_target_ms), so the ticket, the dashboard's target
+        lines and the graded targets cannot disagree."""
+        return self.ticket.format(**run.metrics(), ttft_target_ms=1e3 * self.slo.ttft,
+                                  tbt_target_ms=1e3 * self.slo.tbt)
 
     def trace(self, seed: int = 0) -> list:
         return self.make_trace(seed)
@@ -430,13 +467,14 @@ def _register(inc: Incident) -> Incident:
 _register(Incident(
     key="a",
     title="Allocations fail while monitoring shows free memory",
-    ticket=("PAGER 02:14 chat-api: time to first token p90 is {ttft_p90_ms:.0f} ms (target 400 ms); the KV "
+    ticket=("PAGER 02:14 chat-api: time to first token p90 is {ttft_p90_ms:.0f} ms (target {ttft_target_ms:.0f} ms); "
+            "the KV "
             "allocator logged {refusals} 'KV allocation failed' messages, yet the memory dashboard showed up to "
             "{free_at_refusal:.0%} of the KV cache free at those moments. No deploy since Friday; traffic is normal."),
     config=ServerConfig(kv_store="contiguous", kv_slots=1024, reservation="pow2", placement="first-fit",
                         policy="chunked", max_running=16, max_tokens_per_step=256),
     make_trace=chat_trace,
-    slo=SLO(ttft=0.5, tbt=0.05),
+    slo=SLO(ttft=0.4, tbt=0.05),
     targets=[Target("paradox_refusals", "==", 0, "refusals with enough memory free"),
              Target("finished", ">=", 40, "requests finished"),
              Target("ttft_p90_ms", "<=", 400, "TTFT p90 (ms)")],
@@ -453,7 +491,7 @@ _register(Incident(
     config=ServerConfig(kv_store="paged", kv_slots=1024, block_size=16, prefix_caching=False, policy="chunked",
                         max_running=16, max_tokens_per_step=256, preemption="recompute"),
     make_trace=system_prompt_trace,
-    slo=SLO(ttft=1.0, tbt=0.05),
+    slo=SLO(ttft=1.0, tbt=0.04),
     targets=[Target("preemptions", "<=", 2, "preemptions"),
              Target("tbt_p99_ms", "<=", 40, "TBT p99 (ms)"),
              Target("ttft_p90_ms", "<=", 1000, "TTFT p90 (ms)"),
@@ -464,9 +502,9 @@ _register(Incident(
 _register(Incident(
     key="c",
     title="A latency SLO missed because long prefills stall decodes",
-    ticket=("SLO ALERT summarise+chat: p99 time between tokens {tbt_p99_ms:.0f} ms against a 40 ms objective "
-            "since the 'summarise this document' feature launched; TTFT p99 is {ttft_p99_ms:.0f} ms, within its "
-            "300 ms target. Users say streams pause mid-sentence."),
+    ticket=("SLO ALERT summarise+chat: p99 time between tokens {tbt_p99_ms:.0f} ms against a {tbt_target_ms:.0f} ms "
+            "objective since the 'summarise this document' feature launched; TTFT p99 is {ttft_p99_ms:.0f} ms, within "
+            "its {ttft_target_ms:.0f} ms target. Users say streams pause mid-sentence."),
     config=ServerConfig(kv_store="paged", kv_slots=4096, block_size=16, policy="prefill-first", max_running=8,
                         max_tokens_per_step=512),
     make_trace=documents_trace,
@@ -505,6 +543,43 @@ def telemetry_summary(run: IncidentRun) -> dict:
     return {k: m[k] for k in keys if k in m}
 
 
+# What an operator of vLLM sees for the same moments: (vLLM's metric name, how this course computes it).
+# Names from vLLM's production-metrics documentation (V1 engine); counters are exported with a _total suffix.
+VLLM_METRICS = {
+    "vllm:kv_cache_usage_perc (max)": "share of KV slots in use, at the fullest step (0-1)",
+    "vllm:num_requests_running (max)": "requests holding a batch slot, at the busiest step",
+    "vllm:num_requests_waiting (max)": "requests waiting for admission, at the longest queue",
+    "vllm:num_preemptions": "preemptions during the run (counter)",
+    "vllm:prefix_cache_queries": "prompt tokens looked up in the prefix cache (counter)",
+    "vllm:prefix_cache_hits": "of those, tokens found cached (counter)",
+    "vllm:time_to_first_token_seconds p90": "TTFT, 90th percentile over requests (histogram)",
+    "vllm:time_to_first_token_seconds p99": "TTFT, 99th percentile over requests (histogram)",
+    "vllm:inter_token_latency_seconds p99": "every gap between two tokens, 99th percentile (histogram)",
+}
+
+
+def vllm_metrics(run: IncidentRun) -> dict[str, float]:
+    """The run's telemetry under the names vLLM's /metrics endpoint uses (see VLLM_METRICS).
+    Latencies in seconds, as vLLM reports them. A contiguous store has no prefix cache: its
+    queries and hits are 0. KV allocation refusals have no vLLM metric (its pool is paged)."""
+    check_type("run", run, IncidentRun)
+    m = run.metrics()
+    lookups = hits = 0
+    if run.config.kv_store == "paged" and run.config.prefix_caching:
+        lookups, hits = run.store_stats.get("prefix_queries", 0), run.store_stats.get("prefix_hits", 0)
+    return {
+        "vllm:kv_cache_usage_perc (max)": m["kv_peak_use"],
+        "vllm:num_requests_running (max)": max((s.running for s in run.samples), default=0),
+        "vllm:num_requests_waiting (max)": m["max_waiting"],
+        "vllm:num_preemptions": m["preemptions"],
+        "vllm:prefix_cache_queries": lookups,
+        "vllm:prefix_cache_hits": hits,
+        "vllm:time_to_first_token_seconds p90": m["ttft_p90_ms"] / 1e3,
+        "vllm:time_to_first_token_seconds p99": m["ttft_p99_ms"] / 1e3,
+        "vllm:inter_token_latency_seconds p99": m["tbt_p99_ms"] / 1e3,
+    }
+
+
 def stalls(run: IncidentRun, threshold: float) -> list[dict]:
     """The steps after which some stream waited longer than `threshold` (clock units) for its
     next token: the step, its duration, and what it held (prefill tokens, decodes)."""
@@ -528,4 +603,5 @@ def stalls(run: IncidentRun, threshold: float) -> list[dict]:
 
 __all__ = ["ServerConfig", "KV_STORES", "Refusal", "build_store", "MonitoredEngine", "Sample", "IncidentRun",
            "run_config", "Target", "Incident", "INCIDENTS", "get_incident", "run_incident", "report",
-           "telemetry_summary", "stalls", "chat_trace", "system_prompt_trace", "documents_trace"]
+           "telemetry_summary", "stalls", "chat_trace", "system_prompt_trace", "documents_trace", "VLLM_METRICS",
+           "vllm_metrics"]

@@ -106,3 +106,37 @@ def test_shared_prefix_len():
 def test_run_config_rejects_a_dict():
     with pytest.raises(ValueError, match="ServerConfig"):
         run_config(MODEL, {"kv_store": "paged"}, [], SLO(1, 1))
+
+
+def test_tickets_targets_and_dashboards_agree():
+    """Every latency target a fix is graded on is the incident's SLO (the dashboard's target line),
+    and a ticket types no latency of its own: its numbers come from the run or the SLO."""
+    import re
+    for key, inc in INCIDENTS.items():
+        for t in inc.targets:
+            if t.metric.startswith("ttft_"):
+                assert t.bound == pytest.approx(1e3 * inc.slo.ttft), (key, t)
+            if t.metric.startswith("tbt_"):
+                assert t.bound == pytest.approx(1e3 * inc.slo.tbt), (key, t)
+        assert re.search(r"\d\s*ms", inc.ticket) is None, (key, inc.ticket)
+
+
+def test_vllm_flags_and_metric_names():
+    from course_lib.incidents import VLLM_METRICS, vllm_metrics
+    cfg = ServerConfig(kv_slots=512, block_size=16, max_running=4, max_tokens_per_step=64, prefix_caching=True)
+    flags = cfg.vllm_flags()
+    for want in ("--num-gpu-blocks-override 32", "--block-size 16", "--enable-prefix-caching", "--enable-chunked-prefill",
+                 "--max-num-seqs 4", "--max-num-batched-tokens 64"):
+        assert any(f.startswith(want) for f in flags), (want, flags)
+    assert cfg.vllm_command().startswith("vllm serve ") and "\\\n    --block-size 16" in cfg.vllm_command()
+    contiguous = ServerConfig(kv_store="contiguous", policy="prefill-first", preemption="recompute").vllm_flags()
+    assert any("no vLLM equivalent" in f for f in contiguous) and any("prefill-first" in f for f in contiguous)
+    assert all(k.startswith("vllm:") for k in VLLM_METRICS)
+    prompt = [5] * 40
+    reqs = [__import__("course_lib.engine.priority", fromlist=["PriorityRequest"]).PriorityRequest(
+        prompt + [i], 3, arrival=0.0, rid=i, eos_id=None) for i in range(3)]
+    run = run_config(MODEL, cfg, reqs, SLO(1, 1))
+    got = vllm_metrics(run)
+    assert list(got) == list(VLLM_METRICS)
+    assert 0 < got["vllm:prefix_cache_hits"] <= got["vllm:prefix_cache_queries"]
+    assert 0 < got["vllm:kv_cache_usage_perc (max)"] <= 1 and got["vllm:num_requests_running (max)"] <= 4

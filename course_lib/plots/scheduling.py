@@ -308,8 +308,10 @@ def telemetry(run, title: str | None = None) -> go.Figure:
     t = _r([k * x.time for x in s])
     cap = run.capacity
     fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.05,
-                        subplot_titles=["KV memory (share of capacity)", "requests waiting / running",
-                                        "longest gap between two tokens, per step (ms)", "step duration (ms)"])
+                        subplot_titles=["KV memory, share of capacity (in use = vllm:kv_cache_usage_perc)",
+                                        "vllm:num_requests_waiting / vllm:num_requests_running",
+                                        "longest gap between two tokens, per step (ms; vllm:inter_token_latency_seconds)",
+                                        "step duration (ms)"])
     layers = [("token states", [x.token_states / cap for x in s], COLORS["real"]),
               ("reserved", [x.reserved / cap for x in s], COLORS["reserved"]),
               ("internal", [x.internal / cap for x in s], COLORS["internal"]),
@@ -331,13 +333,14 @@ def telemetry(run, title: str | None = None) -> go.Figure:
         fig.add_trace(go.Scatter(x=[k * r.time for r in ok], y=[r.total_free / cap for r in ok], mode="markers",
                                  name="refused (memory full)", marker=dict(symbol="x", color="#7f7f7f", size=6)),
                       row=1, col=1)
-    fig.add_trace(go.Scatter(x=t, y=[x.waiting for x in s], name="waiting", mode="lines", line=dict(color="#ff7f0e")),
-                  row=2, col=1)
-    fig.add_trace(go.Scatter(x=t, y=[x.running for x in s], name="running", mode="lines", line=dict(color="#1f77b4")),
-                  row=2, col=1)
+    fig.add_trace(go.Scatter(x=t, y=[x.waiting for x in s], name="waiting (vllm:num_requests_waiting)", mode="lines",
+                             line=dict(color="#ff7f0e")), row=2, col=1)
+    fig.add_trace(go.Scatter(x=t, y=[x.running for x in s], name="running (vllm:num_requests_running)", mode="lines",
+                             line=dict(color="#1f77b4")), row=2, col=1)
     pre = [(k * x.time, x.running) for x in s if x.preempted]
     if pre:
-        fig.add_trace(go.Scatter(x=[p[0] for p in pre], y=[p[1] for p in pre], mode="markers", name="preemption",
+        fig.add_trace(go.Scatter(x=[p[0] for p in pre], y=[p[1] for p in pre], mode="markers",
+                                 name="preemption (vllm:num_preemptions)",
                                  marker=dict(symbol="triangle-down", size=9, color="black")), row=2, col=1)
     worst: dict[float, float] = {}                 # step end -> the longest gap of a token that came out then
     for r in run.result.requests:
