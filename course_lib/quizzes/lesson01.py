@@ -88,15 +88,17 @@ QUIZZES = {
                    'bucketing changes the cost, not the results.'),
         ]),
     "01.5": Question(
-        'After batching prompts with left padding and passing the attention mask to the model, a colleague finds that'
+        'After batching prompts with left padding and passing the attention mask to a GPT-2-style model (learned, '
+        'absolute position embeddings), a colleague finds that'
         " the short prompts now generate different tokens than they do alone, while the longest prompt's output is "
         'unchanged. What is the most likely bug?',
         [
             Choice("The position ids count the <pad> slots, so each short prompt's real tokens start above position 0"
                    ' and are rotated (RoPE) as if they came later in the text',
                    True,
-                   "Yes: section 4's middle variant (mask, slot positions) still differed; position ids taken from "
-                   'the mask, so that real tokens start at 0, made every row match its solo run.'),
+                   'Yes: each short prompt reads the embeddings of later positions. (TinyLM uses RoPE, where only '
+                   "distances between tokens matter, which is why section 4's slot-position variant still matched up "
+                   'to rounding; position ids taken from the mask are right for every model.)'),
             Choice('The longest prompt should have been padded too: every row of a batch needs at least one <pad> for'
                    ' the attention mask to take effect on the other rows',
                    False,
