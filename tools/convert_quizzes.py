@@ -57,7 +57,9 @@ NUMERIC_CELLS = {
 # ---------------------------------------------------------------- parsing old cells
 
 # Values a quiz cell's f-strings quote from the lesson, by the expression's source: the bank names them.
-FACT_NAMES = {"lo[rates[0]]": "wait_rate_005", "lo[rates[1]]": "wait_rate_02"}
+FACT_NAMES = {"lo[rates[0]]": "wait_rate_005", "lo[rates[1]]": "wait_rate_02",
+              "len(paradox)": "paradox_refusals", "len(bad_a.refusals)": "refusals",
+              "len(recomputing)": "recomputing_steps", "len(b_stalls)": "stall_steps"}
 
 
 def _template(node, facts: dict) -> str:

@@ -15,7 +15,8 @@ QUIZZES = {
             Choice("Finished requests left holes of many sizes; no single hole is as large as a new request's block, "
                    'although the holes add up to more (external fragmentation). Paged KV memory removes it',
                    True,
-                   'Yes: incident A; at every refusal the total free exceeded the request, the largest span did not.'),
+                   'Yes: incident A; at {paradox_refusals} of its {refusals} refusals the total free memory covered the '
+                   'request and the largest free span did not.'),
             Choice('The monitoring is wrong: free memory can always be allocated',
                    False,
                    'The memory is free, just not in one piece; a contiguous allocation needs one piece.'),
@@ -34,7 +35,8 @@ QUIZZES = {
             Choice("Prefix caching on paged KV memory: the system prompt's blocks are stored once and shared by every"
                    ' request, so each request holds only its own tokens and far fewer requests must be preempted',
                    True,
-                   'Yes: incident B. The preemptions (and the recomputation they cause) were the spikes.'),
+                   'Yes: incident B. {recomputing_steps} of the {stall_steps} steps behind its stalls were computing a '
+                   'preempted request again.'),
             Choice("Preempt by swapping instead of recomputing: a preempted request's keys and values move to CPU "
                    'memory and come back later, so nothing is computed twice and the spikes caused by recomputation '
                    'disappear',
