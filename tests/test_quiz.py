@@ -14,7 +14,8 @@ from course_lib.quizzes import LESSONS, all_questions, get_question, lesson_ques
 
 LEARNERS = [f"learner{i}" for i in range(40)]
 MC = {qid: q for qid, q in all_questions().items() if not q.numeric}
-FACTS = {"06.2": dict(wait_rate_005=41.0, wait_rate_02=12.5)}   # values a lesson passes to its questions
+FACTS = {"06.2": dict(wait_rate_005=41.0, wait_rate_02=12.5), "07.1": dict(paradox_refusals=177, refusals=198),
+         "07.2": dict(recomputing_steps=13, stall_steps=18)}   # values a lesson passes to its questions
 SEED_QUESTIONS = [  # the seeds' questions, by a phrase each must keep
     "three long-running requests", "core principle of continuous batching", "single contiguous block",
     "['The','cat','sat']", "frees each one's memory", "non-contiguous places",
