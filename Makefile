@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: lab test test-under-load setup setup-dev kernel exercises test-unit test-notebooks clean slides site grade
+.PHONY: lab test test-under-load setup setup-dev kernel exercises release check test-unit test-notebooks clean slides site grade
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,9 +38,17 @@ lab: setup
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir="$(CURDIR)" \
 	    --LabApp.default_url=/lab/tree/notebooks/00_welcome.ipynb $(LAB_ARGS)
 
-## Regenerate exercises/ from solutions/ (the single source of truth).
+## Regenerate exercises/ from solutions/ (the single source of truth), with the public expected results.
 exercises: $(VENV)/.installed
 	$(PY) -m course_lib.exercises solutions exercises
+
+## The bundle students get, in release/: lessons, exercises, course_lib; no solutions, no answer keys, no grader.
+release: $(VENV)/.installed
+	$(PY) -m course_lib.grading.release release
+
+## Check a learner's work (the public cases): make check EXERCISE=exercises/01_padding.ipynb
+check: $(VENV)/.installed
+	$(PY) -m course_lib.checks $(EXERCISE)
 
 ## Every test: unit, property, oracle, then the notebooks under nbval.
 ## A lesson's checked claim that does not hold fails its cell here (course_lib/claims.py).
@@ -67,7 +75,7 @@ site: setup-dev
 	$(PY) tools/publish.py site notebooks site
 
 ## Grade students' notebooks: make grade SUBMISSIONS="submissions/*/01_padding.ipynb" GRADE_ARGS="--json results.json"
-grade: setup
+grade: setup-dev
 	$(PY) -m course_lib.grade $(SUBMISSIONS) $(GRADE_ARGS)
 
 ## Measure the course's speed and memory claims side by side: table in results/benchmarks.md, charts in results/benchmarks.html.

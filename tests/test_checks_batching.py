@@ -1,31 +1,65 @@
-"""Lesson 03's checks accept correct answers and reject plausible wrong ones."""
+"""Exercise 03's tasks: right answers written differently pass every case (public, hidden, random);
+plausible wrong ones fail some; each check cell prints one verdict line."""
 
 from __future__ import annotations
 
 import pytest
 
+from checks_helpers import accepted, rejected, stub
 from course_lib.checks import batching as chk
+from course_lib.engine.metrics import ttft_tpot
+from course_lib.grading.hidden.batching import reference_schedule_step
 from helpers import verdict
 
+LESSON = chk.LESSON
 
-# ---- task 1 -------------------------------------------------------------------------------
+
+# ---- task 1: one scheduling step --------------------------------------------------------------------
 def schedule_right(running, waiting, max_running, budget):
-    work, left = [], budget
-    for rid, p in running:                        # decodes first
-        if p == 0 and left > 0:
-            work.append((rid, 1))
-            left -= 1
-    for rid, p in running:                        # prefills under way, chunked
-        if p > 0 and left > 0:
+    decodes = [(rid, 1) for rid, p in running if p == 0][:budget]
+    left = budget - len(decodes)
+    work = list(decodes)
+    for rid, p in running:
+        if p and left:
             work.append((rid, min(p, left)))
-            left -= min(p, left)
-    free = max_running - len(running)
-    for rid, n in waiting:                        # newcomers while a slot and budget remain
-        if free == 0 or left == 0:
+            left -= work[-1][1]
+    for rid, n in waiting[:max(0, max_running - len(running))]:
+        if not left:
             break
         work.append((rid, min(n, left)))
-        left -= min(n, left)
-        free -= 1
+        left -= work[-1][1]
+    return work
+
+
+def schedule_one_pass(running, waiting, max_running, budget):
+    """Running requests in admission order, decode or prefill alike: decodes do not come first."""
+    work, left = [], budget
+    for rid, p in running:
+        if left:
+            work.append((rid, min(max(p, 1), left)))
+            left -= work[-1][1]
+    for rid, n in waiting[:max_running - len(running)]:
+        if not left:
+            break
+        work.append((rid, min(n, left)))
+        left -= work[-1][1]
+    return work
+
+
+def schedule_first_prefill_only(running, waiting, max_running, budget):
+    """Chunks only the first running prefill."""
+    work = [(rid, 1) for rid, p in running if p == 0][:budget]
+    left = budget - len(work)
+    prefills = [(rid, p) for rid, p in running if p]
+    if prefills and left:
+        rid, p = prefills[0]
+        work.append((rid, min(p, left)))
+        left -= work[-1][1]
+    for rid, n in waiting[:max_running - len(running)]:
+        if not left:
+            break
+        work.append((rid, min(n, left)))
+        left -= work[-1][1]
     return work
 
 
@@ -64,39 +98,20 @@ def schedule_no_chunks(running, waiting, max_running, budget):
 
 
 def schedule_ignores_slots(running, waiting, max_running, budget):
-    return schedule_right(running, waiting, 10**6, budget)
+    return reference_schedule_step(running, waiting, 10**6, budget)
 
 
-def schedule_ignores_budget(running, waiting, max_running, budget):
-    return schedule_right(running, waiting, max_running, 10**6)
-
-
-def test_schedule_step_accepts_the_answer(capsys):
-    assert verdict(capsys, chk.check_schedule_step, schedule_right).startswith("✅ schedule_step: all")
-
-
-@pytest.mark.parametrize("wrong", [schedule_prefill_first, schedule_no_chunks, schedule_ignores_slots,
-                                   schedule_ignores_budget])
-def test_schedule_step_rejects_wrong_answers(capsys, wrong):
-    assert verdict(capsys, chk.check_schedule_step, wrong).startswith("❌ schedule_step: case")
-
-
-# ---- task 2 -------------------------------------------------------------------------------
+# ---- task 2: TTFT and TPOT ---------------------------------------------------------------------------
 def ttft_right(arrival, times):
-    if not times:
-        return None, None
-    return times[0] - arrival, (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+    times = list(times)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    return (times[0] - arrival if times else None), (sum(gaps) / len(gaps) if gaps else None)
 
 
 def ttft_divides_by_n(arrival, times):
     if not times:
         return None, None
     return times[0] - arrival, (times[-1] - times[0]) / len(times)
-
-
-def ttft_from_zero(arrival, times):
-    right = ttft_right(arrival, times)
-    return (times[0] if times else None), right[1]
 
 
 def ttft_tpot_includes_ttft(arrival, times):
@@ -106,27 +121,23 @@ def ttft_tpot_includes_ttft(arrival, times):
 
 
 def ttft_zero_not_none(arrival, times):
-    a, b = ttft_right(arrival, times)
+    a, b = ttft_tpot(arrival, times)
     return (a if a is not None else 0.0), (b if b is not None else 0.0)
 
 
-def test_ttft_tpot_accepts_the_answer(capsys):
-    assert verdict(capsys, chk.check_ttft_tpot, ttft_right) == "✅ ttft_tpot: all 6 cases pass"
+def ttft_single_token_zero(arrival, times):
+    a, b = ttft_tpot(arrival, times)
+    return a, (0.0 if len(times) == 1 else b)
 
 
-@pytest.mark.parametrize("wrong", [ttft_divides_by_n, ttft_from_zero, ttft_tpot_includes_ttft, ttft_zero_not_none])
-def test_ttft_tpot_rejects_wrong_answers(capsys, wrong):
-    assert verdict(capsys, chk.check_ttft_tpot, wrong).startswith("❌ ttft_tpot: case")
-
-
-# ---- task 3 -------------------------------------------------------------------------------
+# ---- task 3: admission ---------------------------------------------------------------------------------
 def admit_right(waiting, free_slots, free_kv, budget):
     out = []
     for rid, p, m in waiting:
-        if free_slots == 0 or p > budget or p + m > free_kv:
+        free_slots, budget, free_kv = free_slots - 1, budget - p, free_kv - p - m
+        if min(free_slots, budget, free_kv) < 0:
             break
         out.append(rid)
-        free_slots, budget, free_kv = free_slots - 1, budget - p, free_kv - p - m
     return out
 
 
@@ -167,27 +178,41 @@ def admit_no_budget(waiting, free_slots, free_kv, budget):
     return admit_right(waiting, free_slots, free_kv, 10**6)
 
 
-def test_admit_accepts_the_answer(capsys):
+RIGHT = [("schedule_step", schedule_right), ("schedule_step", reference_schedule_step), ("ttft_tpot", ttft_right),
+         ("ttft_tpot", ttft_tpot), ("admit", admit_right)]
+WRONG = [
+    ("schedule_step", schedule_one_pass), ("schedule_step", schedule_first_prefill_only),
+    ("schedule_step", schedule_prefill_first), ("schedule_step", schedule_no_chunks),
+    ("schedule_step", schedule_ignores_slots),
+    ("ttft_tpot", ttft_divides_by_n), ("ttft_tpot", ttft_tpot_includes_ttft), ("ttft_tpot", ttft_zero_not_none),
+    ("ttft_tpot", ttft_single_token_zero),
+    ("admit", admit_skips), ("admit", admit_prompt_only), ("admit", admit_strict), ("admit", admit_no_budget),
+]
+
+
+@pytest.mark.parametrize("task, fn", RIGHT, ids=lambda x: getattr(x, "__name__", x))
+def test_right_answers_pass_every_case(task, fn):
+    accepted(LESSON, task, fn)
+
+
+@pytest.mark.parametrize("task, fn", WRONG, ids=lambda x: getattr(x, "__name__", x))
+def test_plausible_wrong_answers_fail(task, fn):
+    rejected(LESSON, task, fn)
+
+
+@pytest.mark.parametrize("fn", [schedule_one_pass, schedule_first_prefill_only], ids=lambda f: f.__name__)
+def test_hidden_cases_catch_what_the_public_ones_miss(capsys, fn):
+    assert verdict(capsys, chk.check_schedule_step, fn).startswith("✅")
+    assert all(name.startswith("hidden:") for name in rejected(LESSON, "schedule_step", fn))
+
+
+def test_check_cells_print_one_verdict_line(capsys):
     assert verdict(capsys, chk.check_admit, admit_right) == "✅ admit: all 8 cases pass"
-
-
-@pytest.mark.parametrize("wrong", [admit_skips, admit_prompt_only, admit_strict, admit_no_budget])
-def test_admit_rejects_wrong_answers(capsys, wrong):
-    assert verdict(capsys, chk.check_admit, wrong).startswith("❌ admit: case")
-
-
-def test_stubs_and_crashes_are_verdicts(capsys):
-    def stub(*args):
-        raise NotImplementedError()
-
-    def crash(*args):
-        return 1 / 0
-
     for check in (chk.check_schedule_step, chk.check_ttft_tpot, chk.check_admit):
         assert "not implemented yet" in verdict(capsys, check, stub)
-        assert "ZeroDivisionError" in verdict(capsys, check, crash)
+        assert "ZeroDivisionError" in verdict(capsys, check, lambda *a: 1 / 0)
 
 
-def test_reference_schedule_matches_the_seed_answer():
-    assert chk.reference_schedule_step([(0, 0), (1, 0), (2, 0)], [(3, 5)], 4, 16) == [(0, 1), (1, 1), (2, 1), (3, 5)]
-    assert chk.reference_schedule_step([(0, 0), (1, 0), (2, 0)], [(3, 5)], 4, 6) == [(0, 1), (1, 1), (2, 1), (3, 3)]
+def test_the_reference_schedule_is_the_seed_answer():
+    assert reference_schedule_step([(0, 0), (1, 0), (2, 0)], [(3, 5)], 4, 16) == [(0, 1), (1, 1), (2, 1), (3, 5)]
+    assert reference_schedule_step([(0, 0), (1, 0), (2, 0)], [(3, 5)], 4, 6) == [(0, 1), (1, 1), (2, 1), (3, 3)]

@@ -1,15 +1,17 @@
-"""The lesson-02 checks accept the reference answers (and independent re-implementations)
-and reject plausible wrong ones."""
+"""Exercise 02's tasks: right answers written differently pass every case (public, hidden, random);
+plausible wrong ones fail some; each check cell prints one verdict line."""
 
 from __future__ import annotations
 
 import pytest
 
+from checks_helpers import accepted, rejected, stub
 from course_lib.checks import kv_cache as C
-from course_lib.kv.allocators import best_fit, first_fit, insert_hole
+from course_lib.kv.allocators import best_fit, insert_hole
 from course_lib.kv.contiguous import split_usage
-from course_lib.kv.sizing import shape_from_config
 from helpers import verdict
+
+LESSON = C.LESSON
 
 
 # ---- answers a learner might write --------------------------------------------------
@@ -33,16 +35,22 @@ def bytes_always_fp16(cfg):
     return bytes_right({**cfg, "torch_dtype": "float16"})
 
 
-def bytes_needs_kv_key(cfg):                     # KeyError on plain multi-head configs
-    return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * 128 * 2
-
-
-def bytes_hidden_only(cfg):                      # the paper's 2 x hidden x layers x bytes: wrong for GQA
-    return 2 * cfg["hidden_size"] * cfg["num_hidden_layers"] * 2
-
-
 def bytes_ignores_head_dim(cfg):
     return bytes_right({k: v for k, v in cfg.items() if k != "head_dim"})
+
+
+def bytes_as_float(cfg):                         # true division: a float, where the task says int
+    return 2 * cfg["num_hidden_layers"] * cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * \
+        cfg.get("head_dim", cfg["hidden_size"] / cfg["num_attention_heads"]) * \
+        {"float32": 4, "float16": 2, "bfloat16": 2}[cfg["torch_dtype"]]
+
+
+def first_fit_right(holes, size):
+    i = next((i for i, (_, n) in enumerate(holes) if n >= size), None)
+    if i is None:
+        return None
+    start, n = holes[i]
+    return start, holes[:i] + ([(start + size, n - size)] if n > size else []) + holes[i + 1:]
 
 
 def first_fit_strict(holes, size):               # '>' instead of '>=': misses exact fits
@@ -59,10 +67,15 @@ def first_fit_keeps_empty_holes(holes, size):
     return None
 
 
-def first_fit_total_free(holes, size):           # "enough memory is free" -> place it anyway
-    if sum(h for _, h in holes) < size:
-        return None
-    return first_fit(holes, size) or (holes[0][0], [])
+def first_fit_in_place(holes, size):             # shrinks the caller's list: the task says it must not
+    for i, (s, h) in enumerate(holes):
+        if h >= size:
+            if h == size:
+                holes.pop(i)
+            else:
+                holes[i] = (s + size, h - size)
+            return s, holes
+    return None
 
 
 def first_fit_from_the_end(holes, size):
@@ -71,6 +84,15 @@ def first_fit_from_the_end(holes, size):
         if h >= size:
             return s + h - size, holes[:i] + ([(s, h - size)] if h > size else []) + holes[i + 1:]
     return None
+
+
+def free_right(holes, start, size):
+    before = [h for h in holes if h[0] + h[1] == start]
+    after = [h for h in holes if h[0] == start + size]
+    lo = before[0][0] if before else start
+    hi = after[0][0] + after[0][1] if after else start + size
+    rest = [h for h in holes if h not in before + after]
+    return sorted(rest + [(lo, hi - lo)])
 
 
 def free_no_merge(holes, start, size):
@@ -131,43 +153,38 @@ def split_reserved_as_internal(capacity, slabs, holes, request):
     return {**out, "internal": out["internal"] + out["reserved"], "reserved": 0}
 
 
-# ---- the tests ---------------------------------------------------------------------------
-def test_reference_and_independent_answers_pass(capsys):
-    assert verdict(capsys, C.check_kv_bytes_per_token, lambda cfg: shape_from_config(cfg).bytes_per_token).startswith("✅")
-    assert verdict(capsys, C.check_kv_bytes_per_token, bytes_right).startswith("✅")
-    assert verdict(capsys, C.check_first_fit, first_fit).startswith("✅")
-    assert verdict(capsys, C.check_free_slab, insert_hole).startswith("✅")
-    assert verdict(capsys, C.check_waste_split, split_right).startswith("✅")
-    assert verdict(capsys, C.check_waste_split, split_independent).startswith("✅")
+RIGHT = [("kv_bytes_per_token", bytes_right), ("first_fit", first_fit_right), ("free_slab", free_right),
+         ("free_slab", insert_hole), ("waste_split", split_independent), ("waste_split", split_right)]
+WRONG = [
+    ("kv_bytes_per_token", bytes_no_factor_two), ("kv_bytes_per_token", bytes_query_heads),
+    ("kv_bytes_per_token", bytes_always_fp16), ("kv_bytes_per_token", bytes_ignores_head_dim),
+    ("kv_bytes_per_token", bytes_as_float),
+    ("first_fit", best_fit), ("first_fit", first_fit_strict), ("first_fit", first_fit_keeps_empty_holes),
+    ("first_fit", first_fit_in_place), ("first_fit", first_fit_from_the_end),
+    ("free_slab", free_no_merge), ("free_slab", free_merge_after_only), ("free_slab", free_unsorted),
+    ("free_slab", free_merges_across_gaps),
+    ("waste_split", split_all_free_external), ("waste_split", split_less_or_equal),
+    ("waste_split", split_reserved_as_internal),
+]
 
 
-@pytest.mark.parametrize("check, wrong", [
-    (C.check_kv_bytes_per_token, bytes_no_factor_two),
-    (C.check_kv_bytes_per_token, bytes_query_heads),
-    (C.check_kv_bytes_per_token, bytes_always_fp16),
-    (C.check_kv_bytes_per_token, bytes_needs_kv_key),
-    (C.check_kv_bytes_per_token, bytes_hidden_only),
-    (C.check_kv_bytes_per_token, bytes_ignores_head_dim),
-    (C.check_first_fit, best_fit),
-    (C.check_first_fit, first_fit_strict),
-    (C.check_first_fit, first_fit_keeps_empty_holes),
-    (C.check_first_fit, first_fit_total_free),
-    (C.check_first_fit, first_fit_from_the_end),
-    (C.check_free_slab, free_no_merge),
-    (C.check_free_slab, free_merge_after_only),
-    (C.check_free_slab, free_unsorted),
-    (C.check_free_slab, free_merges_across_gaps),
-    (C.check_waste_split, split_all_free_external),
-    (C.check_waste_split, split_less_or_equal),
-    (C.check_waste_split, split_reserved_as_internal),
-], ids=lambda f: getattr(f, "__name__", ""))
-def test_plausible_wrong_answers_fail(capsys, check, wrong):
-    out = verdict(capsys, check, wrong)
-    assert out.startswith("❌") and "case" in out
+@pytest.mark.parametrize("task, fn", RIGHT, ids=lambda x: getattr(x, "__name__", x))
+def test_right_answers_pass_every_case(task, fn):
+    accepted(LESSON, task, fn)
 
 
-def test_a_stub_is_reported_as_not_implemented(capsys):
-    def stub(*args):
-        raise NotImplementedError()
+@pytest.mark.parametrize("task, fn", WRONG, ids=lambda x: getattr(x, "__name__", x))
+def test_plausible_wrong_answers_fail(task, fn):
+    rejected(LESSON, task, fn)
+
+
+def test_check_cells_print_one_verdict_line(capsys):
+    assert verdict(capsys, C.check_kv_bytes_per_token, bytes_right) == "✅ kv_bytes_per_token: all 6 cases pass"
+    assert verdict(capsys, C.check_free_slab, free_no_merge).startswith("❌ free_slab: case 'merge with the hole after'")
     for check in (C.check_kv_bytes_per_token, C.check_first_fit, C.check_free_slab, C.check_waste_split):
         assert "not implemented" in verdict(capsys, check, stub)
+
+
+def test_modifying_the_list_given_is_reported(capsys):
+    out = verdict(capsys, C.check_first_fit, first_fit_in_place)
+    assert out.startswith("❌") and "changed argument 1" in out

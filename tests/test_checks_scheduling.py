@@ -1,4 +1,6 @@
-"""Lesson 06's checks accept correct answers and reject plausible wrong ones."""
+"""Exercise 06's tasks on every case (public, hidden, random): right answers written differently pass,
+plausible wrong ones fail, including a deadline policy that meets only the public seeds; a policy is
+judged on the grader's own replay of the engine, not on what the learner's engine says."""
 
 from __future__ import annotations
 
@@ -6,113 +8,113 @@ import math
 
 import pytest
 
+from checks_helpers import accepted, rejected, stub
 from course_lib.checks import scheduling as chk
+from course_lib.grading.hidden.scheduling import measured_handover_bytes
 from helpers import one_thread, verdict  # noqa: F401 (an autouse fixture)
 
-
-# ---- task 1: ageing -----------------------------------------------------------------------------------
-def test_aged_priority_accepts_the_answer(capsys):
-    assert verdict(capsys, chk.check_aged_priority, lambda p, a, now, rate: p + rate * (now - a)).startswith("✅")
+LESSON = chk.LESSON
 
 
-@pytest.mark.parametrize("wrong", [
-    lambda p, a, now, rate: p + rate * now,                 # ages everybody alike: strict priority again
-    lambda p, a, now, rate: p - rate * (now - a),           # punishes waiting
-    lambda p, a, now, rate: p * rate * (now - a),           # multiplies instead of adds
-    lambda p, a, now, rate: rate * (now - a),               # forgets the priority
-    lambda p, a, now, rate: p + (now - a) / rate if rate else p,   # the rate upside down
-], ids=["no-arrival", "sign", "product", "no-priority", "inverse-rate"])
-def test_aged_priority_rejects_wrong_answers(capsys, wrong):
-    assert verdict(capsys, chk.check_aged_priority, wrong).startswith("❌")
+def slo_right(requests, ttft_target, tbt_target):
+    def ok(arrival, times):
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        return bool(times) and times[0] - arrival <= ttft_target and max(gaps, default=0) <= tbt_target
+    return sum(ok(a, list(t)) for a, t in requests)
 
 
-def test_a_stub_says_not_implemented(capsys):
-    def stub(*args):
-        raise NotImplementedError()
-    assert "not implemented" in verdict(capsys, chk.check_aged_priority, stub)
+def slo_mean_gap(requests, ttft_target, tbt_target):
+    return sum(1 for a, t in requests if t and t[0] - a <= ttft_target
+               and (len(t) < 2 or (t[-1] - t[0]) / (len(t) - 1) <= tbt_target))
 
 
-# ---- task 2: a policy that meets a goal ---------------------------------------------------------------
-def edf_with_batch_deadline(req):
-    return req.deadline if req.deadline is not None else req.arrival + chk.BATCH_WAIT
+def slo_strict(requests, ttft_target, tbt_target):
+    return sum(1 for a, t in requests if t and t[0] - a < ttft_target
+               and all(y - x < tbt_target for x, y in zip(t, t[1:])))
 
 
-def test_deadline_policy_accepts_answers_on_public_and_other_traces(capsys):
-    assert verdict(capsys, chk.check_deadline_policy, edf_with_batch_deadline, seeds=(0, 3, 9)).startswith("✅")
-    from course_lib.engine.queues import Ageing
-    assert verdict(capsys, chk.check_deadline_policy, Ageing(0.08), seeds=(0, 5)).startswith("✅")
+def slo_no_token_met(requests, ttft_target, tbt_target):
+    return sum(1 for a, t in requests if not t or (t[0] - a <= ttft_target
+                                                  and all(y - x <= tbt_target for x, y in zip(t, t[1:]))))
 
 
-@pytest.mark.parametrize("wrong,why", [
-    (lambda req: req.arrival, "deadline"),                                               # FCFS
-    (lambda req: -req.priority, "batch"),                                                # strict priority
-    (lambda req, now: req.deadline if req.deadline is not None else math.inf, "batch"),   # EDF, batch last
-    (lambda req: req.max_new_tokens, "batch"),                                           # shortest job first
-], ids=["fcfs", "priority", "edf-only", "sjf"])
-def test_deadline_policy_rejects_wrong_answers(capsys, wrong, why):
-    line = verdict(capsys, chk.check_deadline_policy, wrong)
-    assert line.startswith("❌") and why in line
+def aged_right(priority, arrival, now, rate):
+    waited = now - arrival
+    return priority + waited * rate
 
 
-def test_deadline_policy_reports_a_crashing_key(capsys):
+def deadline_right(req, now):                         # the solution's rule as a tuple key
+    due = req.deadline if req.deadline is not None else req.arrival + chk.BATCH_WAIT
+    return (req.first_token_time is not None, due)
+
+
+def deadline_public_seeds_only(req, now):            # EDF with batch deadlines: misses seeds 12 and 25
+    return req.deadline if req.deadline is not None else req.arrival + 25
+
+
+def handover_right(config, prompt_len, block_size):
+    return measured_handover_bytes(config, prompt_len, block_size)
+
+
+def handover_counts_first_output(config, prompt_len, block_size):
+    return measured_handover_bytes(config, prompt_len + 1, block_size)
+
+
+def handover_floor_blocks(config, prompt_len, block_size):
+    bs = block_size or 1
+    return measured_handover_bytes(config, prompt_len // bs * bs, None)
+
+
+def handover_ignores_gqa(config, prompt_len, block_size):
+    return measured_handover_bytes({k: v for k, v in config.items() if k != "num_key_value_heads"},
+                                   prompt_len, block_size)
+
+
+RIGHT = [("slo_met", slo_right), ("aged_priority", aged_right), ("deadline_policy", deadline_right),
+         ("handover_bytes", handover_right)]
+WRONG = [
+    ("slo_met", slo_mean_gap), ("slo_met", slo_strict), ("slo_met", slo_no_token_met),
+    ("aged_priority", lambda p, a, now, rate: p + rate * now),          # ages everybody alike
+    ("aged_priority", lambda p, a, now, rate: p - rate * (now - a)),    # punishes waiting
+    ("aged_priority", lambda p, a, now, rate: p * rate * (now - a)),    # multiplies instead of adds
+    ("aged_priority", lambda p, a, now, rate: int(p + rate * (now - a))),
+    ("deadline_policy", lambda req: req.arrival),                                                  # FCFS
+    ("deadline_policy", lambda req: -req.priority),                                                # strict priority
+    ("deadline_policy", lambda req, now: req.deadline if req.deadline is not None else math.inf),  # EDF, batch last
+    ("deadline_policy", deadline_public_seeds_only),
+    ("handover_bytes", handover_counts_first_output), ("handover_bytes", handover_floor_blocks),
+    ("handover_bytes", handover_ignores_gqa),
+]
+
+
+@pytest.mark.parametrize("task, fn", RIGHT, ids=lambda x: getattr(x, "__name__", x))
+def test_right_answers_pass_every_case(task, fn):
+    accepted(LESSON, task, fn)
+
+
+@pytest.mark.parametrize("task, fn", WRONG, ids=lambda x: getattr(x, "__name__", x))
+def test_plausible_wrong_answers_fail(task, fn):
+    rejected(LESSON, task, fn)
+
+
+def test_a_policy_tuned_to_the_public_seeds_fails_the_hidden_ones(capsys):
+    assert verdict(capsys, chk.check_deadline_policy, deadline_public_seeds_only).startswith("✅")
+    assert rejected(LESSON, "deadline_policy", deadline_public_seeds_only) == ["hidden: deadline trace, seed 12"]
+
+
+def test_the_judge_replays_the_engine_itself():
+    """A log of keys that does not answer the engine's questions (a patched engine in the kernel) fails."""
+    probe = chk.probe_deadline(deadline_right, [0], {})
+    assert chk.judge_deadline(probe, chk.GOALS_MET, [0]) == chk.GOALS_MET
+    forged = {"keys": probe["keys"][:5]}                         # a log cut short
+    assert "do not answer the engine's questions" in chk.judge_deadline(forged, chk.GOALS_MET, [0])
+    reordered = {"keys": [[rid + 1, now, key] for rid, now, key in probe["keys"]]}
+    assert "was the engine changed" in chk.judge_deadline(reordered, chk.GOALS_MET, [0])
+    assert chk.judge_deadline({"all": "goals met"}, chk.GOALS_MET, [0]) != chk.GOALS_MET
+
+
+def test_check_cells_print_one_verdict_line(capsys):
+    assert verdict(capsys, chk.check_aged_priority, aged_right) == "✅ aged_priority: all 7 cases pass"
     assert "raised" in verdict(capsys, chk.check_deadline_policy, lambda req: req.deadline + 0)
-
-
-# ---- task 3: the hand-over size -----------------------------------------------------------------------
-def handover(cfg, n, block_size):
-    heads = cfg["num_attention_heads"]
-    kv = cfg.get("num_key_value_heads", heads)
-    hd = cfg.get("head_dim", cfg["hidden_size"] // heads)
-    size = {"float32": 4, "float16": 2, "bfloat16": 2}[cfg["torch_dtype"]]
-    tokens = n if block_size is None else -(-n // block_size) * block_size
-    return 2 * cfg["num_hidden_layers"] * kv * hd * size * tokens
-
-
-def test_handover_bytes_accepts_the_answer(capsys):
-    assert verdict(capsys, chk.check_handover_bytes, handover).startswith("✅")
-
-
-def test_handover_bytes_is_measured_from_real_packets():
-    cfg = chk.TINY
-    assert chk.measured_handover_bytes(cfg, 10, 4) == handover(cfg, 10, 4) == 2 * 4 * 2 * 32 * 4 * 12
-
-
-@pytest.mark.parametrize("wrong", [
-    lambda c, n, bs: handover(c, n, None),                                   # no whole blocks
-    lambda c, n, bs: handover(c, n, bs) // 2,                                # keys only
-    lambda c, n, bs: handover(c, n + 1, bs),                                 # counts the first generated token
-    lambda c, n, bs: handover({**c, "num_key_value_heads": c["num_attention_heads"]}, n, bs),   # ignores GQA
-    lambda c, n, bs: handover({**c, "torch_dtype": "float32"}, n, bs),       # 4 bytes always
-    lambda c, n, bs: handover(c, n, bs or 16),                               # blocks even without blocks
-    lambda c, n, bs: handover({k: v for k, v in c.items() if k != "head_dim"}, n, bs),   # ignores head_dim
-], ids=["no-blocks", "keys-only", "plus-one", "no-gqa", "fp32", "always-blocks", "no-head-dim"])
-def test_handover_bytes_rejects_wrong_answers(capsys, wrong):
-    assert verdict(capsys, chk.check_handover_bytes, wrong).startswith("❌")
-
-
-# ---- task 4: SLO -------------------------------------------------------------------------------------
-def slo_met(requests, ttft, tbt):
-    n = 0
-    for arrival, times in requests:
-        if times and times[0] - arrival <= ttft and all(b - a <= tbt for a, b in zip(times, times[1:])):
-            n += 1
-    return n
-
-
-def test_slo_met_accepts_the_answer(capsys):
-    assert verdict(capsys, chk.check_slo_met, slo_met).startswith("✅")
-
-
-@pytest.mark.parametrize("wrong", [
-    lambda reqs, ttft, tbt: sum(1 for a, t in reqs if t and t[0] - a <= ttft),                  # TTFT only
-    lambda reqs, ttft, tbt: sum(1 for a, t in reqs if t and t[0] - a <= ttft and
-                                (len(t) < 2 or (t[-1] - t[0]) / (len(t) - 1) <= tbt)),          # mean gap (TPOT)
-    lambda reqs, ttft, tbt: sum(1 for a, t in reqs if t and t[0] - a < ttft and
-                                all(y - x < tbt for x, y in zip(t, t[1:]))),                     # strict <
-    lambda reqs, ttft, tbt: sum(1 for a, t in reqs if not t or (t[0] - a <= ttft and
-                                all(y - x <= tbt for x, y in zip(t, t[1:])))),                   # no token counts
-    lambda reqs, ttft, tbt: sum(1 for a, t in reqs if t and t[0] <= ttft and
-                                all(y - x <= tbt for x, y in zip(t, t[1:])))],                   # ignores arrival
-    ids=["ttft-only", "mean-gap", "strict", "empty-meets", "no-arrival"])
-def test_slo_met_rejects_wrong_answers(capsys, wrong):
-    assert verdict(capsys, chk.check_slo_met, wrong).startswith("❌")
+    for check in (chk.check_slo_met, chk.check_aged_priority, chk.check_deadline_policy, chk.check_handover_bytes):
+        assert "not implemented" in verdict(capsys, check, stub)

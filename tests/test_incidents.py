@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from course_lib.checks.incidents import REFERENCE_FIXES
 from course_lib.engine.slo import SLO
 from course_lib.incidents import (INCIDENTS, IncidentRun, ServerConfig, build_store, get_incident, report, run_config,
                                   shared_prefix_len, stalls, telemetry_summary)
+from course_lib.grading.reference import fix_functions
 from course_lib.kv.base import KVAllocationError
 from course_lib.model import build_model
 from helpers import one_thread  # noqa: F401 (an autouse fixture)
 
 MODEL = build_model()
+REFERENCE_FIXES = fix_functions(Path(__file__).resolve().parents[1] / "solutions" / "07_capstone_incident.ipynb")
 _RUNS: dict = {}
 
 

@@ -175,7 +175,7 @@ def test_chunked_prefill_bounds_every_step():
 
 
 def test_a_function_policy_reproduces_chunked_prefill():
-    from course_lib.checks.batching import reference_schedule_step
+    from course_lib.grading.hidden.batching import reference_schedule_step
     from course_lib.engine import FunctionPolicy
     reqs = [Request([65 + i % 3] * (2 + 3 * i), 4 + i, arrival=i, rid=i, eos_id=None) for i in range(6)]
     mine = run(reqs, policy=FunctionPolicy(reference_schedule_step), max_running=3, max_tokens_per_step=7)

@@ -1,13 +1,18 @@
-"""Exercise checks. Each `check_*` runs a learner's function on several cases
-(edge cases included) and prints ONE deterministic verdict line:
+"""Exercise checks: each task's public cases and the check cells' `check_<task>(fn)`.
 
-    ✅ pad_sequences: all 6 cases pass
+A check cell prints ONE verdict line while you work:
+
+    ✅ pad_sequences: all 7 cases pass
     ❌ pad_sequences: case 'left padding': expected [...], got [...]
 
-The stored output of a check cell in solutions/ is the passing line; nbval
-grades a submission by whether its check cells reproduce it.
+It compares with the public cases' expected results in checks/expected/ (made by
+`make exercises` from the solutions). Grading is stricter and happens elsewhere:
+course_lib.grade runs more cases, in a fresh kernel, and compares outside it
+(course_lib.checks.core explains the plain-data lines it compares).
+
+    python -m course_lib.checks exercises/01_padding.ipynb     # run a notebook, print its verdicts
 """
 
-from course_lib.checks.core import Case, run_cases
+from course_lib.checks.core import Case, Task
 
-__all__ = ["Case", "run_cases"]
+__all__ = ["Case", "Task"]

@@ -1,35 +1,33 @@
-"""Checks for lesson 07's exercise (the capstone incidents).
+"""Exercise 07 (the capstone incidents): the tasks, their public cases, the check cells' functions,
+and the probe and judge of the fixes.
 
-A fix is graded by running it: the learner's function turns the misconfigured
-ServerConfig into a new one, the incident's trace runs through the real engine
-on that configuration (course_lib.incidents, a deterministic cost-model clock),
-and every target must be met, on the lesson's trace AND on a second trace drawn
-the same way (a fix tuned to one trace by luck does not pass). The memory
-budget may not change: it is what the hardware has.
+A fix is judged by running it: the learner's function turns the misconfigured
+ServerConfig into a new one; the kernel prints that configuration as plain data;
+the judge builds it again and runs the incident's trace through the real engine
+(course_lib.incidents, a deterministic cost-model clock) in the grader's process.
+Every target must be met, on the lesson's trace and on other traces drawn the
+same way. The memory budget (kv_slots) may not change: it is what the hardware has.
 
-The diagnosis task is checked on telemetry from real runs of the three
-misconfigured servers and of healthy ones.
+`diagnose` is checked on telemetry of real runs: the public cases' telemetry ships
+in checks/expected/07_capstone_incident.inputs.json (written by `make exercises`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
-from dataclasses import replace
+import json
 from functools import lru_cache
+from pathlib import Path
 
-from course_lib.checks.core import Case, run_cases
-from course_lib.incidents import ServerConfig, get_incident, telemetry_summary
+from course_lib.checks.core import Case, Task, dumps, encode, practice, raised
 
+LESSON = "07_capstone_incident"
 SEEDS = (0, 1)
 DIAGNOSES = ("fragmentation", "prefix-duplication", "prefill-stall", "healthy")
-
-# The fixes the solutions use (one each; other fixes may pass too).
-REFERENCE_FIXES = {
-    "a": lambda c: replace(c, kv_store="paged", block_size=16),
-    "b": lambda c: replace(c, prefix_caching=True),
-    "c": lambda c: replace(c, policy="chunked", max_tokens_per_step=64),
-}
+TARGETS_MET = "all targets met"
+INPUTS = Path(__file__).with_name("expected") / f"{LESSON}.inputs.json"
 
 
 @lru_cache(maxsize=1)
@@ -38,10 +36,27 @@ def _model():
     return build_model()
 
 
-def fix_report(key: str, fn, seed: int) -> str:
-    """'all targets met', or why the configuration `fn` returns does not fix incident `key`."""
+def _config_data(config) -> dict:
+    from course_lib.incidents import ServerConfig
+    if not isinstance(config, ServerConfig):
+        return {"__object__": type(config).__name__}
+    return {"ServerConfig": {f.name: encode(getattr(config, f.name)) for f in dataclasses.fields(config)}}
+
+
+def probe_fix(fn, args_data, kwargs_data):
+    """fn(the incident's misconfigured ServerConfig) -> its fix, as data."""
+    from course_lib.incidents import get_incident
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return _config_data(fn(get_incident(args_data[0]).config))
+    except Exception as exc:
+        return raised(exc)
+
+
+def fix_report(key: str, config, seed: int) -> str:
+    """'all targets met', or why `config` does not fix incident `key` on trace `seed`."""
+    from course_lib.incidents import ServerConfig, get_incident
     inc = get_incident(key)
-    config = fn(inc.config)
     if not isinstance(config, ServerConfig):
         return f"expected a ServerConfig (e.g. dataclasses.replace(config, ...)); got {type(config).__name__}"
     problems = inc.problems(config)
@@ -50,59 +65,66 @@ def fix_report(key: str, fn, seed: int) -> str:
     with contextlib.redirect_stderr(io.StringIO()):          # one-time notices of the stores stay out of the verdict
         run = inc.run(_model(), config, seed)
     problems = inc.problems(config, run)
-    return "; ".join(problems) if problems else "all targets met"
+    return "; ".join(problems) if problems else TARGETS_MET
 
 
-def _check_fix(key: str, fn, seeds) -> bool:
-    cases = [Case(f"incident {key}, trace seed {s}", (s,), "all targets met") for s in seeds]
-    return run_cases(f"fix_incident_{key}", lambda seed: fix_report(key, fn, seed), cases)
+def judge_fix(got, want, args) -> str:
+    """Build the configuration again and run the incident here."""
+    from course_lib.incidents import ServerConfig
+    key, seed = args
+    if not (isinstance(got, dict) and isinstance(got.get("ServerConfig"), dict)):
+        return f"expected a ServerConfig (e.g. dataclasses.replace(config, ...)); got {dumps(got)[:120]}"
+    try:
+        config = ServerConfig(**got["ServerConfig"])
+    except (TypeError, ValueError) as exc:
+        return f"not a valid ServerConfig: {exc}"
+    return fix_report(key, config, seed)
 
 
-def check_fix_incident_a(fn, seeds=SEEDS) -> bool:
-    """fn(config) -> a ServerConfig that fixes incident a (same kv_slots)."""
-    return _check_fix("a", fn, seeds)
-
-
-def check_fix_incident_b(fn, seeds=SEEDS) -> bool:
-    """fn(config) -> a ServerConfig that fixes incident b (same kv_slots)."""
-    return _check_fix("b", fn, seeds)
-
-
-def check_fix_incident_c(fn, seeds=SEEDS) -> bool:
-    """fn(config) -> a ServerConfig that fixes incident c (same kv_slots)."""
-    return _check_fix("c", fn, seeds)
-
-
-# ---- post-incident analysis ----------------------------------------------------------------------------------
-def diagnosis_telemetry(key: str, config: ServerConfig | None, seed: int) -> dict:
-    """The on-call view of one run: telemetry_summary plus the incident's SLO targets (ms)."""
+def diagnosis_telemetry(key: str, config=None, seed: int = 0) -> dict:
+    """The on-call view of one run: telemetry_summary plus the incident's SLO targets (ms). Every key is
+    there for every store (prefix_hit_rate is 0.0 where there is no prefix cache)."""
+    from course_lib.incidents import get_incident, telemetry_summary
     inc = get_incident(key)
     with contextlib.redirect_stderr(io.StringIO()):
         run = inc.run(_model(), config, seed)
     t = telemetry_summary(run)
+    t.setdefault("prefix_hit_rate", 0.0)
     t["ttft_target_ms"] = 1e3 * inc.slo.ttft
     t["tbt_target_ms"] = 1e3 * inc.slo.tbt
     return t
 
 
-@lru_cache(maxsize=1)
-def diagnosis_cases() -> tuple:
-    """(name, telemetry, label): the three misconfigured servers, and the three fixed ones (healthy)."""
-    label = {"a": "fragmentation", "b": "prefix-duplication", "c": "prefill-stall"}
-    out = []
-    for key in "abc":
-        out.append((f"incident {key}, misconfigured", diagnosis_telemetry(key, None, 0), label[key]))
-    for key in "abc":
-        fixed = REFERENCE_FIXES[key](get_incident(key).config)
-        out.append((f"incident {key}, fixed", diagnosis_telemetry(key, fixed, 0), "healthy"))
-    return tuple(out)
+def _diagnosis_cases() -> list[Case]:
+    if not INPUTS.is_file():
+        return []
+    return [Case(name, (t,)) for name, t in json.loads(INPUTS.read_text(encoding="utf-8"))["diagnose"]]
 
 
-def check_diagnose(fn) -> bool:
+def _fix_task(key: str) -> Task:
+    return Task(f"fix_incident_{key}", [Case(f"incident {key}, trace seed {s}", (key, s)) for s in SEEDS],
+                probe="course_lib.checks.incidents:probe_fix", judge="course_lib.checks.incidents:judge_fix",
+                goal=TARGETS_MET)
+
+
+TASKS = {t.name: t for t in [_fix_task("a"), _fix_task("b"), _fix_task("c"), Task("diagnose", _diagnosis_cases())]}
+
+
+def check_fix_incident_a(fn) -> None:
+    """fn(config) -> a ServerConfig that fixes incident a (same kv_slots)."""
+    practice(LESSON, TASKS["fix_incident_a"], fn)
+
+
+def check_fix_incident_b(fn) -> None:
+    """fn(config) -> a ServerConfig that fixes incident b (same kv_slots)."""
+    practice(LESSON, TASKS["fix_incident_b"], fn)
+
+
+def check_fix_incident_c(fn) -> None:
+    """fn(config) -> a ServerConfig that fixes incident c (same kv_slots)."""
+    practice(LESSON, TASKS["fix_incident_c"], fn)
+
+
+def check_diagnose(fn) -> None:
     """fn(telemetry) -> one of DIAGNOSES: the root cause the telemetry points to."""
-    cases = [Case(name, (dict(t),), want) for name, t, want in diagnosis_cases()]
-    return run_cases("diagnose", fn, cases)
-
-
-__all__ = ["check_fix_incident_a", "check_fix_incident_b", "check_fix_incident_c", "check_diagnose", "fix_report",
-           "diagnosis_telemetry", "diagnosis_cases", "DIAGNOSES", "REFERENCE_FIXES", "SEEDS"]
+    practice(LESSON, TASKS["diagnose"], fn)
