@@ -1,7 +1,7 @@
 """Grade exercise notebooks: nbval checks them, the reference answers judge them, outside the kernel.
 
     python -m course_lib.grade SUBMISSION.ipynb [MORE.ipynb ...] [--json results.json]
-        [--hidden EXTRA.py] [--cpu-limit 60] [--wall-limit 600] [--case-seed 2026]
+        [--hidden EXTRA.py] [--cpu-limit 60] [--wall-limit 300] [--case-seed 2026]
         [--credit per-case|all] [--hidden-share 0.5] [--solutions DIR] [--keep DIR]
 
 How a submission is graded
@@ -69,7 +69,7 @@ from course_lib.grading.run import run_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CPU_LIMIT = 60.0
-DEFAULT_WALL_LIMIT = 600.0
+DEFAULT_WALL_LIMIT = 300.0
 DEFAULT_HIDDEN_SHARE = 0.5
 
 

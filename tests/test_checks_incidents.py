@@ -110,3 +110,11 @@ def test_the_fix_judge_rebuilds_the_config_and_rejects_forgeries():
     assert chk.judge_fix({"kv_store": "paged"}, chk.TARGETS_MET, ["a", 0]).startswith("expected a ServerConfig")
     assert "kv_slots must stay" in chk.judge_fix(
         chk.probe_fix(lambda c: replace(c, kv_slots=2048), ["a"], {}), chk.TARGETS_MET, ["a", 0])
+
+
+def test_the_shipped_telemetry_is_what_the_incidents_give_now():
+    """`make exercises` computes the diagnosis cases' telemetry once; a change to the incidents must regenerate it."""
+    public = dict((n, t) for n, t in json.loads(chk.INPUTS.read_text())["diagnose"])
+    assert public["incident a, misconfigured"] == chk.diagnosis_telemetry("a", None, 0)
+    shipped = {n: t for n, t, _ in hidden.labelled()}
+    assert shipped["incident c, misconfigured, trace seed 2"] == chk.diagnosis_telemetry("c", None, 2)

@@ -319,11 +319,11 @@ def explain(shown: str, want: str | None, limit: int = 240) -> str:
         data = json.loads(shown)
     except (TypeError, ValueError):
         data = None
-    if isinstance(data, dict) and "__raises__" in data:
-        if data["__raises__"] == "NotImplementedError":
-            return "not implemented yet"
+    if isinstance(data, dict) and data.get("__raises__") == "NotImplementedError":
+        return "not implemented yet"
+    if isinstance(data, dict) and "__raises__" in data and not (want and '"__raises__"' in want):
         return short(f"raised {data['__raises__']}: {data.get('message', '')}".rstrip(": "), limit) + (
-            f" (expected {short(want, limit // 2)})" if want and "__raises__" not in want else "")
+            f" (expected {short(want, limit // 2)})" if want else "")
     if isinstance(data, dict) and "__mutated__" in data:
         which = ", ".join(str(i + 1) for i in data["__mutated__"])
         return f"changed argument {which} (the caller's data; the task says not to)"

@@ -243,10 +243,10 @@ def pytest_runtest_setup(item):
     state = _file(item)
     if state["lib"] is None:                     # this notebook's kernel is about to start: its course_lib
         from course_lib.grading.release import copy_package
-        state["lib"] = str(copy_package(Path(str(item.fspath)).parent.parent / "lib" / "course_lib",
-                                        expected=False).parent)
+        lib = Path(str(item.fspath)).parent / f".{Path(str(item.fspath)).stem}-course_lib"
+        state["lib"] = str(copy_package(lib / "course_lib", expected=False).parent)
         os.environ["PYTHONPATH"] = state["lib"]  # kernels import the students' course_lib; this process keeps its own
-        os.environ["IPYTHONDIR"] = str(Path(state["lib"]).parent / "ipython")
+        os.environ["IPYTHONDIR"] = str(Path(state["lib"]) / "ipython")
     parent.timed_out = False                     # one cell's timeout never fails the cells after it
     meta = _grader(item)
     why = state["broken"].get(meta.get("task")) if meta.get("kind") == "case" else None
