@@ -73,8 +73,12 @@ def cheats_a():
     _set(nb, "padding_waste", "class F(float):\n    def __eq__(self, other):\n        return True\n"
          "    def __repr__(self):\n        return '0.25'\n"
          "def padding_waste(lengths):\n    return F(-1.0)\n")
-    # run the answers from solutions/, found through course_lib.__file__
+    # run the answers from solutions/, found through course_lib.__file__, or through the grader's own loader
     _set(nb, "bucket_batches", "import json, course_lib\nfrom pathlib import Path\n"
+         "try:\n    from course_lib.grading.reference import references\n"
+         "    _repo = Path(references.__code__.co_filename).parents[2]\n"
+         "    bucket_batches = references(_repo / 'solutions' / '01_padding.ipynb')['bucket_batches']\n"
+         "except ImportError:\n    pass\n"
          "_sol = Path(course_lib.__file__).resolve().parents[1] / 'solutions' / '01_padding.ipynb'\n"
          "for _c in json.loads(_sol.read_text())['cells']:\n"
          "    if 'def bucket_batches' in ''.join(_c['source']):\n        exec(''.join(_c['source']))\n")

@@ -203,6 +203,15 @@ def _guard(kernel, watchdog_ref: dict) -> None:
 
 WATCH: dict = {}
 
+# Run by IPython as each kernel starts: an editable install's finder would resolve course_lib.grading (and the
+# grader's other modules) from the repository even though course_lib itself comes from the students' copy.
+KERNEL_STARTUP = """import sys
+sys.meta_path[:] = [f for f in sys.meta_path if not str(getattr(f, "__module__", "")).startswith("__editable__")]
+for _name in [m for m in sys.modules if m.startswith("__editable__")]:
+    del sys.modules[_name]
+del _name
+"""
+
 
 def _restart(item) -> None:
     from nbval.kernel import CURRENT_ENV_KERNEL_NAME, RunningKernel
@@ -245,8 +254,11 @@ def pytest_runtest_setup(item):
         from course_lib.grading.release import copy_package
         lib = Path(str(item.fspath)).parent / f".{Path(str(item.fspath)).stem}-course_lib"
         state["lib"] = str(copy_package(lib / "course_lib", expected=False).parent)
+        startup = lib / "ipython" / "profile_default" / "startup"
+        startup.mkdir(parents=True, exist_ok=True)
+        (startup / "00-grader.py").write_text(KERNEL_STARTUP, encoding="utf-8")
         os.environ["PYTHONPATH"] = state["lib"]  # kernels import the students' course_lib; this process keeps its own
-        os.environ["IPYTHONDIR"] = str(Path(state["lib"]) / "ipython")
+        os.environ["IPYTHONDIR"] = str(lib / "ipython")
     parent.timed_out = False                     # one cell's timeout never fails the cells after it
     meta = _grader(item)
     why = state["broken"].get(meta.get("task")) if meta.get("kind") == "case" else None
