@@ -97,6 +97,20 @@ def _events_count(rng: random.Random) -> int:
     return n
 
 
+def allowed_events(used, found: bool, met: bool, since_friend: int) -> list[str]:
+    """The events that may come next: each at most once, and only when the facts it needs exist
+    (using or losing needs a found object, playing needs a friend, "came back" needs a friend met
+    at least two events earlier, showing needs both)."""
+    options = ["find", "meet", "feel", "sky", "eat", "go"]
+    if found:
+        options += ["use", "lose"] if met else ["use"]
+    if met:
+        options += ["play"] + (["back"] if since_friend >= 1 else [])
+        if found:
+            options.append("show")
+    return [o for o in options if o not in used]
+
+
 def story(seed: int) -> Story:
     """The story with this seed (deterministic, pure Python)."""
     rng = random.Random(seed)
@@ -111,14 +125,7 @@ def story(seed: int) -> Story:
     used: set[str] = set()
     since_friend = 0
     for _ in range(n_events):
-        options = ["find", "meet", "feel", "sky", "eat", "go"]
-        if obj:
-            options += ["use", "lose"] if friend else ["use"]
-        if friend:
-            options += ["play"] + (["back"] if since_friend >= 1 else [])
-            if obj:
-                options.append("show")
-        options = [o for o in options if o not in used]
+        options = allowed_events(used, obj is not None, friend is not None, since_friend)
         if not options:
             break
         event = rng.choice(options)
@@ -205,23 +212,13 @@ def count_distinct_stories() -> int:
                     "feel": len(FEELINGS), "sky": len(SKIES), "eat": len(FOODS), "go": len(PLACES),
                     "use": 1, "lose": 1, "play": len(GAMES), "back": 1, "show": 1}
 
-    def options(used, obj, friend, since_friend):
-        opts = ["find", "meet", "feel", "sky", "eat", "go"]
-        if obj:
-            opts += ["use", "lose"] if friend else ["use"]
-        if friend:
-            opts += ["play"] + (["back"] if since_friend >= 1 else [])
-            if obj:
-                opts.append("show")
-        return [o for o in opts if o not in used]
-
     @lru_cache(maxsize=None)
     def tails(used: frozenset, obj: bool, friend: bool, since_friend: int, left: int) -> int:
         """Event sequences from this state with at most `left` more events (the empty one included)."""
         total = 1
         if left == 0:
             return total
-        for e in options(used, obj, friend, since_friend):
+        for e in allowed_events(used, obj, friend, since_friend):
             nxt = 0 if e == "meet" else min(since_friend + 1, 2)
             total += slot_choices[e] * tails(used | {e}, obj or e == "find", friend or e == "meet", nxt, left - 1)
         return total
