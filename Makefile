@@ -54,6 +54,7 @@ check: $(VENV)/.installed
 ## A lesson's checked claim that does not hold fails its cell here (course_lib/claims.py).
 test: export COURSE_STRICT_CLAIMS := 1
 test: setup-dev
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest tests
 	$(PY) -m pytest --nbval-lax --nbval-current-env notebooks
 	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg solutions

@@ -30,7 +30,6 @@ never saw.
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from dataclasses import dataclass

@@ -10,7 +10,6 @@ arguments, so a refusal is never an accident of a broken default.
 
 from __future__ import annotations
 
-import math
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,7 +48,6 @@ import course_lib.workloads as workloads
 from course_lib.engine import Engine, Rejection, Request, State
 from course_lib.engine.clock import CostModelClock, make_clock
 from course_lib.engine.disagg import DisaggregatedServer, Link, export_kv, handover_bytes, serve_colocated
-from course_lib.engine.metrics import StepRecord
 from course_lib.engine.priority import PriorityEngine, PriorityRequest, Preemptive
 from course_lib.labs.scheduling import class_report, deadline_trace, mixed_trace, starvation, two_class_trace
 from course_lib.engine.queues import Ageing, FairShare, as_key, make_queue

@@ -27,7 +27,6 @@ when every stage that ran passed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import shutil
