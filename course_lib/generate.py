@@ -94,3 +94,56 @@ def continue_text(model, text: str, max_new_tokens: int | None = None) -> tuple[
                          f"tokens at most); got {len(prompt)} tokens")
     tokens = list(stream_greedy(model, prompt, room if max_new_tokens is None else max_new_tokens))
     return decode(tokens), tokens
+
+
+@torch.no_grad()
+def beam_search(model, prompt: Sequence[int], beam_width: int, max_new_tokens: int,
+                eos_id: int | None = EOS) -> list[tuple[list[int], float]]:
+    """Beam search written to be read, not to be fast: the reference the engine's beam
+    search (engine/fork.py) must match, with no KV cache and no sharing at all. Every step
+    runs the model over each live beam's WHOLE sequence again.
+
+    Rules: the W best (beam, next token) pairs by summed log-probability; a pair that
+    ends on <EOS> among the W best is a finished hypothesis, kept if among the W best
+    finished ones by log-probability per token; the next best other pairs keep W beams
+    alive; stop when W have finished and the best live beam's per-token score would
+    not rank among them, or at max_new_tokens (every beam finishes there).
+    Returns the finished hypotheses, best first: (tokens, summed log-probability).
+    """
+    check_has("model", model, ("config", "device"), "a TinyLM")
+    prompt = check_tokens("prompt", prompt, model.config.vocab_size)
+    check_int("beam_width", beam_width, 1, 64)
+    limit = model.config.max_position_embeddings
+    check_int("max_new_tokens", max_new_tokens, 1, max(1, limit - len(prompt)), note=f"for a {len(prompt)}-token prompt")
+    W = beam_width
+    beams: list[tuple[list[int], float]] = [([], 0.0)]                   # live: (tokens, log-probability)
+    finished: list[tuple[list[int], float]] = []
+
+    def rank(h):                                                          # finished hypotheses: per token
+        return -h[1] / len(h[0])
+
+    for length in range(1, max_new_tokens + 1):
+        candidates = []                                                   # (score, beam, token)
+        for b, (tokens, score) in enumerate(beams):
+            ids = torch.tensor([list(prompt) + tokens], device=model.device)              # (1, T)
+            logp = torch.log_softmax(model(ids)[0, -1].double().cpu(), -1)               # (V,)
+            candidates += [(score + float(lp), b, t) for t, lp in enumerate(logp.tolist())]
+        candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
+        live, taken = [], 0
+        for i, (score, b, t) in enumerate(candidates):
+            tokens = beams[b][0] + [t]
+            if t == eos_id:
+                if i < W:
+                    finished = sorted(finished + [(tokens, score)], key=rank)[:W]
+                continue
+            if length == max_new_tokens:
+                finished = sorted(finished + [(tokens, score)], key=rank)[:W]
+            else:
+                live.append((tokens, score))
+            taken += 1
+            if taken == W:
+                break
+        beams = live
+        if not beams or (len(finished) == W and beams[0][1] / length <= -rank(finished[-1])):
+            break
+    return finished

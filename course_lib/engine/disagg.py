@@ -388,6 +388,10 @@ class DisaggregatedServer:
             # max_new_tokens past its store or the model's context), a bad field, or a reused id
             # is rejected here, on its own; the others are served.
             problem = self.decode.admission_problem(r)
+            if problem is None and r.width > 1:
+                what = f"n: {r.n} samples" if r.n > 1 else f"beam_width: {r.beam_width} beams"
+                problem = Rejection.INVALID, (f"{what}: the disaggregated server hands over one sequence per "
+                                              f"request; serve it with an Engine")
             if problem is None and r.rid in self._originals:
                 problem = Rejection.DUPLICATE, f"rid: {r.rid} is already used by another request"
             if problem is not None:

@@ -28,8 +28,10 @@ Every step records its wall time and phase times either way.
 
 The parts it calls live beside it: engine/scheduler.py (who runs, and KV
 reservation), kv/step.py (one packed model step, the path every caller runs),
-engine/clock.py (the clocks), engine/sample.py (the sampler), kv/contexts.py
-(the padded and batched-decode attention contexts, for any store).
+engine/clock.py (the clocks), engine/sample.py (the sampler), engine/fork.py
+(parallel sampling and beam search: n samples or W beams forked after the
+prefill, on shared blocks), kv/contexts.py (the padded and batched-decode
+attention contexts, for any store).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import torch
 
 from course_lib.device import synchronize
 from course_lib.engine.clock import make_clock
+from course_lib.engine.fork import beam_rows, fork_samples
 from course_lib.engine.metrics import EngineResult, StepRecord
 from course_lib.engine.request import Rejection, Request, State
 from course_lib.engine.sample import Sampler
@@ -112,7 +115,8 @@ class Engine:
         self.requests: list[Request] = []
         self._pending: list[Request] = []      # submitted, not arrived yet (sorted by arrival)
         self._next_rid = 0
-        self._rids: set[int] = set()           # ids of every request submitted so far
+        self._rids: set[int] = set()           # ids of every request submitted so far (and of every fork)
+        self._fork_rid = 0                     # forks (samples, beams) count down from -1
 
     @property
     def config(self) -> dict:
@@ -171,12 +175,36 @@ class Engine:
         except ValueError as exc:                      # BadType is a ValueError too
             return Rejection.INVALID, str(exc)
         if req.rid in self._rids:
-            return Rejection.DUPLICATE, f"rid: {req.rid} is already used by another request"
+            forks = " (the engine's samples and beams use negative ids)" if is_int(req.rid) and req.rid < 0 else ""
+            return Rejection.DUPLICATE, f"rid: {req.rid} is already used by another request{forks}"
         limit, what = self.longest_request()
         if req.max_len > limit:
             return Rejection.TOO_LONG, (f"prompt ({len(req.prompt)}) + max_new_tokens ({req.max_new_tokens}) "
                                         f"exceeds {what}")
+        return self.width_problem(req)
+
+    def width_problem(self, req: Request) -> tuple[Rejection, str] | None:
+        """Why this engine can never run req's n samples or W beams at once, or None: each takes a
+        batch slot; beams step together, so W tokens must fit in one step's budget; beams fork."""
+        what = f"n: {req.n} samples" if req.n > 1 else f"beam_width: {req.beam_width} beams"
+        if req.width > self.limits.max_running:
+            return Rejection.INVALID, (f"{what} need {req.width} batch slots at once; max_running is "
+                                       f"{self.limits.max_running}")
+        if req.beam_width > 1 and req.beam_width > self.limits.max_tokens_per_step:
+            return Rejection.INVALID, (f"{what} step together: {req.beam_width} tokens a step; "
+                                       f"max_tokens_per_step is {self.limits.max_tokens_per_step}")
+        if req.beam_width > 1 and not self.store.can_fork:
+            return Rejection.INVALID, (f"{what} share their history by forking; {type(self.store).__name__} "
+                                       f"cannot fork (use a PagedKVStore)")
         return None
+
+    def new_rid(self) -> int:
+        """A fresh id for a fork (a sample or a beam): negative, never used before here."""
+        self._fork_rid -= 1
+        while self._fork_rid in self._rids:
+            self._fork_rid -= 1
+        self._rids.add(self._fork_rid)
+        return self._fork_rid
 
     def _arrive(self) -> None:
         while self._pending and self._pending[0].arrival <= self.now:
@@ -231,19 +259,21 @@ class Engine:
                      for slot, r, held in self.scheduler.slot_table()]
         for r, n in work:
             r.num_computed += n
-        tokens = self.sampler(sample_reqs, logits_rows) if sample_reqs else []
         # a token is out once sampled; freeing finished requests still belongs to this step
         token_time = rec.start + self.clock.cost(time.perf_counter() - t0, rec.num_tokens, len(work))
-        for r, tok in zip(sample_reqs, tokens):
-            r.output.append(int(tok))
-            r.token_times.append(token_time)
-            r.token_steps.append(rec.index)
-            if r.first_token_time is None:
-                r.first_token_time, r.first_token_step = token_time, rec.index
-            reason = r.should_stop()
-            if reason:
-                self.scheduler.finish(r, reason)
-                r.finish_time, r.finish_step = token_time, rec.index
+        searches = beam_rows(sample_reqs, logits_rows)                         # beam searches step on their own
+        plain = [i for i, r in enumerate(sample_reqs) if r.search is None]
+        tokens = self.sampler([sample_reqs[i] for i in plain], logits_rows[plain]) if plain else []
+        for i, tok in zip(plain, tokens):
+            r = sample_reqs[i]
+            out = [(r, tok)]
+            if r.n > 1 and not r.output:                                       # prefilled: fork its other samples
+                out += fork_samples(self, r, logits_rows[i])
+                self.requests += r.samples
+            for s, t in out:
+                self._emit(s, int(t), token_time, rec.index)
+        for search, rows in searches.items():
+            search.step(self, rows, token_time, rec.index)
         t4 = time.perf_counter()
         rec.wall_s = t4 - t0
         rec.sample_s = t4 - t3
@@ -254,8 +284,23 @@ class Engine:
         self.now = rec.start + rec.duration
         usage = self.store.usage()                      # instrumentation, outside the timed step
         rec.kv_token_states, rec.kv_capacity = usage.token_states, usage.capacity
+        if hasattr(self.store, "sharing"):
+            sharing = self.store.sharing()
+            rec.kv_blocks_named, rec.kv_blocks_held = sharing["logical_blocks"], sharing["physical_blocks"]
         self.steps.append(rec)
         return rec
+
+    def _emit(self, r: Request, token: int, token_time: float, step: int) -> None:
+        """A sampled token is out: append it, time it, and finish the request if it stops there."""
+        r.output.append(token)
+        r.token_times.append(token_time)
+        r.token_steps.append(step)
+        if r.first_token_time is None:
+            r.first_token_time, r.first_token_step = token_time, step
+        reason = r.should_stop()
+        if reason:
+            self.scheduler.finish(r, reason)
+            r.finish_time, r.finish_step = token_time, step
 
     def _check_sync(self, work) -> None:
         for r, _ in work:
@@ -323,7 +368,11 @@ class Engine:
         return self.result()
 
     def result(self) -> EngineResult:
-        reqs = sorted(self.requests, key=lambda r: (0, r.rid, "") if is_int(r.rid) else (1, 0, repr(r.rid)))
+        def order(r):                     # by id; a request's samples right after it
+            if r.parent_rid is not None:
+                return (0, r.parent_rid, r.sample_index, "")
+            return (0, r.rid, 0, "") if is_int(r.rid) else (1, 0, 0, repr(r.rid))
+        reqs = sorted(self.requests, key=order)
         return EngineResult(reqs, list(self.steps), self.config)
 
 

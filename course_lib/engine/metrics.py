@@ -72,6 +72,8 @@ class StepRecord:
     query_slots: int = 0             # tokens computed incl. padding (B*T padded, N packed)
     kv_token_states: int = 0         # KV slots holding a token after the step
     kv_capacity: int = 0
+    kv_blocks_named: int = 0         # paged stores: blocks the block tables name, summed over sequences
+    kv_blocks_held: int = 0          # ... and physical blocks held (fewer when blocks are shared)
     preempted: list[int] = field(default_factory=list)
     rejected: list[int] = field(default_factory=list)
 
@@ -118,6 +120,22 @@ class EngineResult:
             if r.rejection is not Rejection.DUPLICATE and is_int(r.rid):
                 out.setdefault(int(r.rid), list(r.output))
         return out
+
+    def samples(self) -> dict[int, list[list[int]]]:
+        """{rid: [tokens of sample 0, 1, ...]} for every submitted request (a request with
+        n = 1 has one sample: its output; a beam search's is its best hypothesis)."""
+        out: dict[int, list[list[int]]] = {}
+        for r in self.requests:
+            if r.parent_rid is None and r.rejection is not Rejection.DUPLICATE and is_int(r.rid):
+                out.setdefault(int(r.rid), [list(r.output)] + [list(s.output) for s in r.samples])
+        return out
+
+    def block_sharing(self) -> dict[str, float]:
+        """Blocks named by the tables vs held, summed over every step (paged stores), and the
+        share that sharing saved: 1 - held / named (vLLM's Figure 15 measures this)."""
+        named = sum(s.kv_blocks_named for s in self.steps)
+        held = sum(s.kv_blocks_held for s in self.steps)
+        return {"named": named, "held": held, "saved": 1 - held / named if named else 0.0}
 
     @property
     def generated_tokens(self) -> int:

@@ -111,8 +111,8 @@ class Preemptive(Policy):
         victims = sorted(s.running, key=s.key, reverse=True)   # least important first
         free = s.free_slots
         for i, w in enumerate(waiting):
-            if free > 0:
-                free -= 1
+            if free >= w.width:
+                free -= w.width
                 if i == 0 and self.memory:
                     self._make_memory(s, w, victims)
                 continue

@@ -25,12 +25,16 @@ every event also records its step index, so both views are available.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Sequence
 
 from course_lib.tokenizer import EOS
 from course_lib.validate import check_float, check_int, check_tokens
+
+
+MAX_WIDTH = 64      # the most samples or beams one request may ask for
 
 
 class State(str, Enum):
@@ -65,6 +69,13 @@ class Request:
     temperature:     0 = greedy; > 0 samples with this request's own seeded generator
     seed:            seed of that generator (sampling is reproducible per request,
                      whatever else shares its batches)
+    n:               parallel sampling: n continuations of the prompt. The prompt is
+                     prefilled once; at its first token the request forks n - 1 more
+                     samples that share its KV blocks (copy-on-write). Sample i draws
+                     with seed + i, so it equals Request(seed=seed + i) served alone.
+    beam_width:      beam search with this many beams (1 = off; needs temperature 0
+                     and a store that can fork). The request's output is the best
+                     hypothesis; `beams` lists them all with their log-probabilities.
     """
 
     prompt: Sequence[int]
@@ -75,6 +86,8 @@ class Request:
     eos_id: int | None = EOS
     temperature: float = 0.0
     seed: int = 0
+    n: int = 1
+    beam_width: int = 1
 
     # ---- state, owned by the scheduler and engine ---------------------------
     state: State = State.WAITING
@@ -96,6 +109,14 @@ class Request:
     num_preemptions: int = 0
     cached_prompt_tokens: int = 0  # prefix-cache hits at (re)admission, summed
 
+    # ---- many continuations of one prompt (engine/fork.py) --------------------
+    parent_rid: int | None = None  # a sample forked from request parent_rid (None: submitted)
+    sample_index: int = 0          # which of its parent's n samples (0: the request itself)
+    samples: list = field(default_factory=list)   # the parent: its other samples (Requests), once forked
+    beams: list = field(default_factory=list)     # beam search: (tokens, log-probability) best first
+    beam_restarts: int = 0         # beam search: times a preemption made it start over
+    search: object = None          # a live beam's BeamSearch (None for every other request)
+
     def __post_init__(self):
         self.validate()                    # a bad field fails here, naming it (an engine checks again on submit)
 
@@ -111,7 +132,14 @@ class Request:
         check_int("rid", self.rid, none_ok=True, note="the request's id")
         check_int("eos_id", self.eos_id, 0, None if vocab_size is None else vocab_size - 1, none_ok=True)
         check_float("temperature", self.temperature, 0, note="0 = greedy")
-        check_int("seed", self.seed, 0, 2**63 - 1)
+        check_int("seed", self.seed, 0, 2**63 - 1 - MAX_WIDTH)
+        check_int("n", self.n, 1, MAX_WIDTH, note="parallel samples of the prompt")
+        check_int("beam_width", self.beam_width, 1, MAX_WIDTH, note="1 = no beam search")
+        if self.beam_width > 1 and self.n > 1:
+            raise ValueError(f"beam_width: beam search returns its best beams; ask for n=1 with it (got n={self.n})")
+        if self.beam_width > 1 and self.temperature != 0:
+            raise ValueError(f"temperature: beam search is deterministic; it needs temperature=0 "
+                             f"(got {self.temperature})")
 
     # ---- derived quantities -------------------------------------------------
     @property
@@ -140,6 +168,12 @@ class Request:
     def max_len(self) -> int:
         """The longest this request can get: prompt + max_new_tokens tokens."""
         return len(self.prompt) + self.max_new_tokens
+
+    @property
+    def width(self) -> int:
+        """Batch slots this request needs at admission: n samples or beam_width beams
+        (1 for a sample or beam that is already forked)."""
+        return max(self.n, self.beam_width)
 
     @property
     def done(self) -> bool:
@@ -172,6 +206,19 @@ class Request:
         if unknown:
             raise ValueError(f"changes: unknown request field(s) {sorted(unknown)}; allowed: {sorted(inputs)}")
         return type(self)(**{**inputs, **changes})
+
+    def fork(self, rid: int, **changes) -> "Request":
+        """A continuation of this request under a new id: its inputs (with `changes`), prompt,
+        output so far, computed tokens, state and times; a fork of its own (n = beam_width = 1),
+        with no samples or beams. Not validated again: the inputs were valid."""
+        child = copy.copy(self)
+        child.rid, child.n, child.beam_width, child.slot = rid, 1, 1, None
+        child.prompt, child.output = list(self.prompt), list(self.output)
+        child.token_times, child.token_steps = list(self.token_times), list(self.token_steps)
+        child.samples, child.beams, child.search = [], [], None
+        for name, value in changes.items():
+            setattr(child, name, value)
+        return child
 
     def copy_state(self, other: "Request") -> None:
         """Take `other`'s state and measurements (STATE_FIELDS), lists copied."""

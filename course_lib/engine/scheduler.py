@@ -38,7 +38,9 @@ Policies (each a few lines; they only decide, the scheduler enforces):
                      interleave and no step is longer than the budget
 
 Limits: `max_running` slots, `max_tokens_per_step` (the token budget of one
-step) and the KV store's capacity. A non-chunking policy never splits a
+step) and the KV store's capacity. A request with n samples or W beams
+(engine/fork.py) needs that many slots at once: it is admitted only when they
+are free, and its samples or beams take them when they fork after its prefill. A non-chunking policy never splits a
 prompt, except one longer than the whole budget: it runs alone, in
 budget-sized pieces, so it cannot block the queue forever.
 
@@ -123,7 +125,7 @@ class StaticBatching(Policy):
 
     def plan(self, s: "Scheduler") -> Plan:
         budget = s.limits.max_tokens_per_step
-        admit = s.waiting[: s.free_slots] if s.batch_done else []
+        admit = s.fitting(s.waiting) if s.batch_done else []
         members = s.running + admit
         work, left = [], budget
         if any(r.is_prefilling for r in members):          # prefill phase: the whole batch first
@@ -165,7 +167,7 @@ class _Continuous(Policy):
                         left[0] -= n
             free = s.free_slots
             for r in s.waiting:                            # newcomers, in order (head-of-line)
-                if free == 0:
+                if free < r.width:                         # (n samples or W beams need that many slots)
                     break
                 n = prefill_share(r, left[0], budget, self.chunked) if r.is_prefilling else min(1, left[0])
                 if n == 0:
@@ -173,7 +175,7 @@ class _Continuous(Policy):
                 plan.admit.append(r)
                 plan.work.append((r, n))
                 left[0] -= n
-                free -= 1
+                free -= r.width
 
         if self.prefill_first:
             prefills()
@@ -289,6 +291,7 @@ class Scheduler:
         self._running: list[Request] = []
         self.slots: list[Request | None] = [None] * self.limits.max_running
         self.held: dict[int, Request] = {}      # slot -> member that left a static batch
+        self.reserved: dict[int, int] = {}      # rid -> slots kept for the samples/beams it will fork
         self.finished: list[Request] = []
         self.rejected: list[Request] = []
         self._work: list[list] = []             # this step's [request, n] items while scheduling
@@ -315,7 +318,17 @@ class Scheduler:
 
     @property
     def free_slots(self) -> int:
-        return self.limits.max_running - len(self._running) - len(self.held)
+        return self.limits.max_running - len(self._running) - len(self.held) - sum(self.reserved.values())
+
+    def fitting(self, waiting: list[Request]) -> list[Request]:
+        """The first of `waiting`, in order, whose widths (slots each needs) fit in the free slots."""
+        out, free = [], self.free_slots
+        for r in waiting:
+            if r.width > free:
+                break
+            out.append(r)
+            free -= r.width
+        return out
 
     @property
     def batch_done(self) -> bool:
@@ -330,7 +343,11 @@ class Scheduler:
         self._waiting.append(req)
 
     def reject(self, req: Request, reason: str, kind: Rejection = Rejection.NO_MEMORY) -> None:
-        """Give up on a request that can never run, saying why (kind: see request.Rejection)."""
+        """Give up on a request that can never run, saying why (kind: see request.Rejection).
+        Rejecting a beam rejects its request: every beam of the search is freed."""
+        if req.search is not None:
+            req = self._stop_search(req.search)
+        self.reserved.pop(req.rid, None)
         if req in self._running:
             self._running.remove(req)
             self._release_slot(req)
@@ -342,16 +359,31 @@ class Scheduler:
         self.events.append(("reject", req.rid))
 
     def finish(self, req: Request, reason: str) -> None:
-        """The engine calls this when a request's last token is out."""
-        self._running.remove(req)
-        self._release_slot(req)
-        self.store.free(req.rid)
+        """The engine calls this when a request's last token is out. (A beam search's request
+        holds nothing by then; a sample that stopped at its first token may still be waiting.)"""
+        if req in self._running:
+            self._running.remove(req)
+            self._release_slot(req)
+            self.store.free(req.rid)
+        elif req in self._waiting:
+            self._waiting.remove(req)
         req.state, req.finish_reason = State.FINISHED, reason
         self.finished.append(req)
 
     def preempt(self, req: Request) -> None:
         """Take a running request off the device: swap its KV to CPU memory, or
-        free it to recompute later. It goes back to the waiting queue."""
+        free it to recompute later. It goes back to the waiting queue. Preempting a
+        beam restarts its whole search: its request waits to prefill again."""
+        if req.search is not None:
+            head = self._stop_search(req.search)
+            head.output, head.token_times, head.token_steps, head.num_computed = [], [], [], 0
+            head.beam_restarts += 1
+            head.num_preemptions += 1
+            head.state = State.WAITING
+            self._waiting.append(head)
+            self.events.append(("preempt", head.rid))
+            return
+        self.reserved.pop(req.rid, None)
         self._running.remove(req)
         self._release_slot(req)
         self._work = [item for item in self._work if item[0] is not req]
@@ -370,6 +402,64 @@ class Scheduler:
         req.num_preemptions += 1
         self._waiting.append(req)
         self.events.append(("swap" if swapped else "preempt", req.rid))
+
+    # ---- samples and beams (engine/fork.py) ---------------------------------------
+    def fork(self, parent: Request, child: Request) -> None:
+        """Start `child`, a new sample of `parent` (which has just prefilled its prompt), in
+        one of the slots `parent` reserved: its block table is a copy of the parent's
+        (store.fork, copy-on-write later). A store that cannot fork makes it wait, to
+        compute the prompt again when it is admitted."""
+        left = self.reserved.pop(parent.rid, 0) - 1
+        if left > 0:
+            self.reserved[parent.rid] = left
+        if self.store.can_fork:
+            self.store.fork(parent.rid, child.rid)
+            self._start(child)
+        else:
+            child.num_computed, child.state = 0, State.WAITING
+            self._waiting.append(child)
+
+    def replace(self, old: list[Request], new: list[tuple[Request, Request]]) -> None:
+        """One move of a beam search: every (child, source) pair's child starts as a fork of
+        its source (the source's blocks, shared); then every `old` sequence leaves the batch
+        and its KV is freed. The children take the slots (and reservation) the old ones leave."""
+        for r in old:
+            self._running.remove(r)
+            self._free_slot(r)
+            self.reserved.pop(r.rid, None)
+            if r.search is not None and r is not r.search.head:
+                r.state, r.finish_reason = State.FINISHED, "replaced"      # a beam's sequence, done with
+        for child, source in new:
+            self.store.fork(source.rid, child.rid)
+            self._start(child)
+        for r in old:
+            self.store.free(r.rid)
+
+    def _stop_search(self, search) -> Request:
+        """Free every live beam of a search (off the batch, KV freed); returns its request."""
+        for b in search.beams:
+            if b in self._running:
+                self._running.remove(b)
+                self._free_slot(b)
+                self.store.free(b.rid)
+            b.state, b.finish_reason = State.FINISHED, "stopped"
+        self._work = [item for item in self._work if item[0].search is not search]
+        search.beams = []
+        head = search.head
+        head.search = None
+        return head
+
+    def _same_unit(self, a: Request, b: Request) -> bool:
+        """Are a and b preempted together (the same request, or beams of one search)?"""
+        return a is b or (a.search is not None and a.search is b.search)
+
+    def _whole_searches(self, work: list[tuple[Request, int]]) -> list[tuple[Request, int]]:
+        """Drop the beams of any search that does not have ALL its live beams in the step:
+        a search picks its winners from every beam's next token at once."""
+        present = {id(r) for r, _ in work}
+        partial = {id(r.search) for r, _ in work
+                   if r.search is not None and any(id(b) not in present for b in r.search.beams)}
+        return [(r, n) for r, n in work if r.search is None or id(r.search) not in partial]
 
     # ---- one step ----------------------------------------------------------------
     def schedule(self, now: float = 0.0) -> list[tuple[Request, int]]:
@@ -412,7 +502,7 @@ class Scheduler:
                 break
         work = [(r, n) for r, n in self._work if r.state is State.RUNNING and n > 0]
         self._work = []
-        return work
+        return self._whole_searches(work)
 
     def _check_plan(self, plan: Plan) -> None:
         """A policy bug must fail loudly, never corrupt a request."""
@@ -420,8 +510,9 @@ class Scheduler:
         waiting = set(map(id, self._waiting))
         if any(id(r) not in waiting for r in plan.admit) or len(set(map(id, plan.admit))) != len(plan.admit):
             raise RuntimeError(f"{name}.plan: admit must list distinct waiting requests")
-        if len(plan.admit) > self.free_slots:
-            raise RuntimeError(f"{name}.plan: admits {len(plan.admit)} requests but only {self.free_slots} slots are free")
+        if sum(r.width for r in plan.admit) > self.free_slots:
+            raise RuntimeError(f"{name}.plan: admits requests needing {sum(r.width for r in plan.admit)} slots "
+                               f"but only {self.free_slots} are free")
         allowed = set(map(id, self._running)) | set(map(id, plan.admit))
         seen = set()
         for r, n in plan.work:
@@ -443,11 +534,12 @@ class Scheduler:
                 return True
             except KVAllocationError as exc:
                 victim = max(self._running, key=self.key)
-                if victim is not req:
+                if not self._same_unit(victim, req):
                     self.preempt(victim)
                     continue
-                if len(self._running) == 1:
-                    self.reject(req, f"needs KV for {length} tokens; the store cannot hold that even "
+                if all(self._same_unit(r, req) for r in self._running):
+                    what = "its beams" if req.search is not None else "it"
+                    self.reject(req, f"needs KV for {length} tokens; the store cannot hold {what} even "
                                      f"with nothing else running ({exc})")
                 else:
                     self.preempt(req)
@@ -483,7 +575,7 @@ class Scheduler:
 
     def _admit(self, req: Request, now: float) -> bool:
         """Put a waiting request on the device (`load_kv`) and give it a batch slot."""
-        if self.free_slots < 1:
+        if self.free_slots < req.width:
             return False
         try:
             computed = self.load_kv(req)
@@ -496,14 +588,26 @@ class Scheduler:
             return False
         req.num_computed = computed
         self._waiting.remove(req)
-        self._running.append(req)
         req.swapped = False
-        req.state = State.RUNNING
         if req.admitted_time is None:
             req.admitted_time = now
+        self._start(req)
+        if req.width > 1:
+            self.reserved[req.rid] = req.width - 1          # the slots its samples/beams will take
+        return True
+
+    def _start(self, req: Request) -> None:
+        """Into the batch: running, in the first free slot."""
+        self._running.append(req)
+        req.state = State.RUNNING
         req.slot = self.slots.index(None)
         self.slots[req.slot] = req
-        return True
+
+    def _free_slot(self, req: Request) -> None:
+        """Give req's slot back at once (a beam replaced; never held for a static batch)."""
+        if req.slot is not None:
+            self.slots[req.slot] = None
+            req.slot = None
 
     def _release_slot(self, req: Request) -> None:
         if req.slot is None:

@@ -75,6 +75,8 @@ class KVUsage:
 class KVStore(ABC):
     """Base class: shapes, bookkeeping of cached lengths, and the default step context."""
 
+    can_fork = False     # True where fork(parent, child) shares the parent's memory (PagedKVStore)
+
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
         self.num_layers = check_int("num_layers", num_layers, 1, 4096)

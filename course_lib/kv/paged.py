@@ -117,6 +117,8 @@ class PagedKVStore(KVStore):
     hash_fn:        the prefix cache's block hash (tests pass a colliding one)
     """
 
+    can_fork = True
+
     def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype = torch.float32,
                  device=None, num_blocks: int | None = None, block_size: int = 16, capacity: int | None = None,
                  max_model_len: int | None = None, prefix_caching: bool = False, swap_blocks: int | None = None,
@@ -567,7 +569,8 @@ class PagedKVStore(KVStore):
     def sharing(self) -> dict[str, int]:
         """Blocks the tables name in total vs physical blocks held: what sharing saves."""
         logical = sum(len(s.table) for s in self.seqs.values())
-        physical = sum(1 for c in self.ref_count if c > 0)
+        evictable = len(self.prefix_cache.evictable) if self.prefix_cache else 0
+        physical = self.num_blocks - len(self.free_blocks) - evictable          # every other block is held
         return {"logical_blocks": logical, "physical_blocks": physical, "saved_blocks": logical - physical}
 
     def check_invariants(self) -> None:
