@@ -29,22 +29,39 @@ def strict() -> bool:
     return os.environ.get(STRICT_ENV, "") not in ("", "0")
 
 
-def claim(holds: bool, said: str, otherwise: str | None = None) -> bool:
+class Verdict:
+    """What `claim` returns: true or false as the claim held, and shown as nothing when it
+    ends a notebook cell (the printed sentence is the cell's output, not an extra `True`)."""
+
+    def __init__(self, holds: bool):
+        self.holds = holds
+
+    def __bool__(self) -> bool:
+        return self.holds
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.holds})"
+
+    def _ipython_display_(self) -> None:
+        """IPython calls this instead of printing the repr: display nothing."""
+
+
+def claim(holds: bool, said: str, otherwise: str | None = None) -> Verdict:
     """Print `said` if `holds`, else a plain warning (raising ClaimFailed in strict mode).
 
     holds:     the condition the sentence rests on, computed from this run's numbers
     said:      the sentence, rendered from those numbers
     otherwise: what to print when it does not hold (default: `said`, marked as not holding)
-    Returns `holds`.
+    Returns a Verdict, true if the claim held.
     """
     if not isinstance(said, str) or not said:
         raise TypeError(f"said: must be a non-empty str; got {said!r}")
     holds = bool(holds)
     if holds:
         print(f"✔ {said}")
-        return True
+        return Verdict(True)
     message = otherwise or f"expected: {said}"
     print(f"✘ On this run the lesson's claim does not hold: {message}")
     if strict():
         raise ClaimFailed(message)
-    return False
+    return Verdict(False)
