@@ -26,8 +26,8 @@ Beam search, `Request(beam_width=W)`
     W hypotheses have finished and no live beam, at its per-token score now, would
     rank among them (or at max_new_tokens, where every beam finishes); the request's
     output is the best hypothesis, and `request.beams` lists them all, best first.
-    (These are the rules of Hugging Face's default beam search: length_penalty=1,
-    early_stopping=False.) The request itself only prefills and keeps the record;
+    (Close to Hugging Face transformers' default beam search: length_penalty=1.0,
+    early_stopping=False, lengths counted in generated tokens.) The request itself only prefills and keeps the record;
     its beams are the engine's own sequences (negative ids).
 
     Beams step together: every live beam of a search computes its next token in the
