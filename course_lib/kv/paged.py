@@ -617,13 +617,18 @@ class PagedStepContext(StepContext):
         super().__init__(store, batch)
         self.impl: str | None = None            # decided at the first layer, once q's heads are known
         slots, rows, lens = [], [], []
+        bs = store.block_size
         for (seq_id, n), start in zip(batch, self.starts):
             store._ensure_private(seq_id, start, start + n)          # a no-op when grow already copied
-            slots.append(store.slot_mapping(seq_id, start, n))
+            table = store.seqs[seq_id].table
+            if start + n > len(table) * bs:
+                raise ValueError(f"batch: sequence {seq_id} has room for {len(table) * bs} tokens, not "
+                                 f"{start + n}; grow it first")
+            slots += [slot_of(table, p, bs) for p in range(start, start + n)]   # the slot_mapping, in plain Python
             rows += [seq_id] * n
             lens += range(start + 1, start + n + 1)                   # query at position p sees p + 1 keys
         dev = store.device
-        self.slots = torch.cat(slots).to(dev) if slots else torch.zeros(0, dtype=torch.long, device=dev)   # (N,)
+        self.slots = torch.tensor(slots, dtype=torch.long, device=dev)                             # (N,)
         width = max((len(store.seqs[s].table) for s, _ in batch), default=0)
         tables = {s: store.seqs[s].table + [0] * (width - len(store.seqs[s].table)) for s, _ in batch}
         self.block_tables = torch.tensor([tables[s] for s in rows], dtype=torch.long,
