@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from benchmarks import common  # noqa: E402
 
 # run order: cheap and memory-only first, the model-serving runs last
-BENCHMARKS = ("memory", "decode_attention", "prefill_attention", "engine", "peer", "scaling")
+BENCHMARKS = ("memory", "sharing", "decode_attention", "prefill_attention", "engine", "peer", "scaling")
 
 
 def load(name: str):
