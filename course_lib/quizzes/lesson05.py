@@ -4,7 +4,7 @@ The questions of the notebook's old quiz cells came over verbatim; some distract
 (so the right option is not the longest every time) and new questions added for the seeds' and syllabus's
 concepts that had none."""
 
-from course_lib.quiz import Choice, Question
+from course_lib.quiz import Choice, Numeric, Question
 
 QUIZZES = {
     "05.1": Question(
@@ -65,4 +65,36 @@ QUIZZES = {
                    "A collision would hand one request another's keys and values: a hit is verified against the "
                    'tokens.'),
         ]),
+    "05.4": Question(
+        "At the same width (2, 4 or 6), why does beam search save a much larger share of KV blocks than parallel "
+        "sampling (vLLM's Figure 15, and section 5's table)?",
+        [
+            Choice("Beams are forked from each other at every step, so they share nearly their whole history; "
+                   "independent samples share only the prompt, and each sample's own tokens fill blocks of its own",
+                   True,
+                   "Yes: the longer the answers run next to the prompt, the less parallel samples share; beams keep "
+                   "sharing what they wrote together."),
+            Choice("Beam search generates fewer tokens, so it needs fewer blocks",
+                   False,
+                   "The saving is a share (held / named): fewer tokens would shrink both counts alike."),
+            Choice("Beam search runs at temperature 0, so all its beams are the same sequence and one copy serves "
+                   "every beam",
+                   False,
+                   "The beams differ (section 5's four hypotheses do, in their last words); they share the blocks "
+                   "of their common history only."),
+            Choice("Parallel sampling copies the whole prompt into every sample's blocks at the fork",
+                   False,
+                   "fork copies the block table, not the blocks; only the partly filled last block is copied, on "
+                   "write."),
+        ]),
+    "05.cow": Numeric(
+        "A prompt of {prompt_len} tokens sits in blocks of {block_size} tokens. The request asks for n = {n} samples: "
+        "after the prefill it forks, and each sample then writes its first token's keys and values. How many blocks "
+        "are copied on write in that step?",
+        unit="blocks",
+        explain="{prompt_len} tokens fill {full} full blocks and leave a partial block of {partial} tokens; every sample "
+                "writes its first token into that shared partial block. Each writer that still shares it gets a copy; "
+                "the last one is then its only holder and writes in place: {n} - 1 = {expected}. (With no partial "
+                "block, every sample's first token would open a new block: no copy at all.)",
+        tolerance=0.0),
 }
