@@ -112,9 +112,12 @@ def beam_search(model, prompt: Sequence[int], beam_width: int, max_new_tokens: i
     """
     check_has("model", model, ("config", "device"), "a TinyLM")
     prompt = check_tokens("prompt", prompt, model.config.vocab_size)
-    check_int("beam_width", beam_width, 1, 64)
     limit = model.config.max_position_embeddings
-    check_int("max_new_tokens", max_new_tokens, 1, max(1, limit - len(prompt)), note=f"for a {len(prompt)}-token prompt")
+    if len(prompt) >= limit:
+        raise ValueError(f"prompt: must hold fewer than {limit} tokens (the model's context); got {len(prompt)}")
+    check_int("beam_width", beam_width, 1, 64)
+    check_int("max_new_tokens", max_new_tokens, 1, limit - len(prompt), note=f"for a {len(prompt)}-token prompt")
+    check_int("eos_id", eos_id, 0, model.config.vocab_size - 1, none_ok=True)
     W = beam_width
     beams: list[tuple[list[int], float]] = [([], 0.0)]                   # live: (tokens, log-probability)
     finished: list[tuple[list[int], float]] = []
