@@ -68,7 +68,9 @@ def attention_mask_from_lengths(lengths: Sequence[int], side: str = "left", leng
 def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """(B, T) mask -> (B, T) position ids counting only real tokens.
 
-    Left padding: [0 0 1 1 1] -> [0 0 0 1 2]. Padding slots get 0 (they are masked anyway).
+    Left padding:  [0 0 1 1 1] -> [0 0 0 1 2]  (padding before the first real token gets 0)
+    Right padding: [1 1 1 0 0] -> [0 1 2 2 2]  (padding after the last one repeats its position)
+    Either way the real tokens count 0, 1, 2, ... and padding slots are masked, so theirs never matter.
     """
     check_tensor("mask", mask, ndim=2)
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
