@@ -49,7 +49,8 @@ from course_lib.engine import Engine, Rejection, Request, State
 from course_lib.engine.clock import CostModelClock, make_clock
 from course_lib.engine.disagg import DisaggregatedServer, Link, export_kv, handover_bytes, serve_colocated
 from course_lib.engine.priority import PriorityEngine, PriorityRequest, Preemptive
-from course_lib.labs.scheduling import class_report, deadline_trace, mixed_trace, starvation, two_class_trace
+from course_lib.labs.scheduling import (class_report, contention_trace, deadline_trace, mixed_trace, starvation,
+                                       two_class_trace)
 from course_lib.engine.queues import Ageing, FairShare, as_key, make_queue
 from course_lib.engine.request import requests_from_trace
 from course_lib.engine.scheduler import FunctionPolicy, Limits, Scheduler, make_policy
@@ -91,6 +92,7 @@ def _result():
 
 RESULT = _result()
 DRESULT = DisaggregatedServer(MODEL, clock="steps").run([Request([65, 66], 3, rid=0)])
+INCIDENT_RUN = incidents.run_config(MODEL, incidents.ServerConfig(kv_slots=256), [Request([65], 2, rid=0)], SLO(1.0, 1.0))
 TRACE = workloads.trace_from_lengths([(4, 3), (6, 2)], interval=1.0)
 REPLAY = replay.replay(TRACE, ContiguousKVStore(1, 1, 1, capacity=32, max_model_len=16), step_time=1.0,
                        snapshot_every=1)
@@ -240,6 +242,9 @@ ENTRIES: list[Entry] = [
     Entry("device.get_device", device.get_device, dict(prefer="cpu"), {"prefer": ["gpu", 5, "tpu"] + CUDA + MPS},
           {"prefer": "device"}),
     Entry("device.check_device", device.check_device, dict(device="cpu"), {"device": DEVICES + [None]}),
+    Entry("device.time_interleaved", device.time_interleaved, dict(contenders={"a": lambda: None}, rounds=1, warmup=0),
+          {"contenders": [{}, 5, {"a": 5}, None, [lambda: None]], "rounds": POS_INT + [1001],
+           "warmup": NONNEG_INT + [101], "threads": [0, 2.5, NAN, "2"], "number": POS_INT}),
     Entry("device.time_fn", device.time_fn, dict(fn=lambda: None, repeat=1, warmup=0),
           {"repeat": POS_INT, "warmup": NONNEG_INT}),
     # ---- KV stores: constructors ----
@@ -520,6 +525,13 @@ ENTRIES += [
                slo=SLO(1.0, 1.0)), {"config": [None, 5, "paged"], "slo": [None, 5]}),
     Entry("incidents.documents_trace", incidents.documents_trace, dict(n_chat=2, n_docs=1),
           {"seed": NONNEG_INT, "n_chat": NONNEG_INT, "rate_docs": POS_OR_INF}, {"n_chat": "n", "rate_docs": "rate"}),
+    Entry("incidents.ServerConfig.vllm_command", lambda **kw: incidents.ServerConfig().vllm_command(**kw),
+          dict(model="m"), {"model": [5, None, ["m"]]}),
+    Entry("incidents.vllm_metrics", incidents.vllm_metrics, dict(run=INCIDENT_RUN), {"run": [None, 5, "run"]}),
+    Entry("labs.scheduling.contention_trace", contention_trace, dict(n_streams=2, n_docs=1),
+          {"seed": NONNEG_INT, "n_streams": NONNEG_INT, "n_docs": NONNEG_INT, "stream_output": [8, 2.5, NAN, "9"],
+           "doc_prompt": [8, 2.5, None], "doc_output": POS_INT, "stream_prompt": [(5,), (0, 3), (5, 3), "ab", 5],
+           "streams_within": FIN_NONNEG, "first_doc": FIN_NONNEG, "doc_every": FIN_NONNEG}),
     Entry("incidents.stalls", incidents.stalls, dict(run=None, threshold=1.0), {"run": [None, 5]}),
     # ---- plots ----
     Entry("plots.timeline", ptime.timeline, dict(result=RESULT),
