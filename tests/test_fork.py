@@ -225,3 +225,14 @@ def test_random_mixes_keep_every_sample_and_beam_exact(model64, trace, policy, p
         else:
             assert res.samples()[req.rid] == [alone(model64, req, i) for i in range(req.n)]
     assert_no_leak(store)
+
+
+def test_a_running_beam_search_counts_once_among_the_schedulers_requests(model64):
+    eng = Engine(model64, store=paged(model64), clock="steps")
+    eng.submit(Request([1, 2, 3, 4, 5], 6, beam_width=3, rid=0))
+    eng.submit(Request([6, 7, 8], 6, rid=1))
+    eng.step()                                        # both prefill; the search forks its 3 beams
+    eng.step()
+    running = [r for r in eng.scheduler.running]
+    assert len(running) == 4, "3 beams and request 1 hold batch slots"
+    assert sorted(r.rid for r in eng.scheduler.requests()) == [0, 1]

@@ -625,7 +625,16 @@ class Scheduler:
         return sorted(out, key=lambda t: t[0])
 
     def requests(self) -> Iterable[Request]:
+        """Every request this scheduler knows: waiting, running, finished, rejected. A beam
+        search running counts once, as its request (its output is known when it finishes),
+        not as its beams."""
         yield from self._waiting
-        yield from self._running
+        searches = set()
+        for r in self._running:
+            if r.search is None:
+                yield r
+            elif id(r.search) not in searches:
+                searches.add(id(r.search))
+                yield r.search.head
         yield from self.finished
         yield from self.rejected
