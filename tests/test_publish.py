@@ -1,10 +1,14 @@
 """Classroom delivery (tools/publish.py): slide metadata, reveal.js decks and the static site,
 all offline. The decks and pages are built from the lessons' stored outputs here (fast);
-`make site` executes the lessons as well. Opening them in Chromium is skipped without it."""
+`make site` executes the lessons as well. Opening them in Chromium is skipped without it:
+that includes measuring every slide of every deck against the deck's slide height
+(`pytest tests/test_publish.py -s` prints the tallest slide of each deck)."""
 
+import html
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -127,3 +131,163 @@ def test_deck_and_page_render_offline_in_chromium(built):
             assert errors == [] and offsite == []
         finally:
             browser.close()
+
+
+# --------------------------------------------------------------------------- lecture decks
+
+def _words(n: int, word: str = "tokens") -> str:
+    return " ".join(f"{word}{i}" for i in range(n))
+
+
+def test_condense_keeps_a_lead_and_balanced_markup():
+    short = "A **short** paragraph stays whole."
+    assert publish.condense(short, 330, 230) == (short, False)
+    long_ = ("The **first** sentence says what matters (see `course_lib.engine`). Then " + _words(30) + ". "
+             + "A third sentence, e.g. this one, is only in the notes. " * 4)
+    shown, cut = publish.condense(long_, 330, 230)
+    assert cut and shown.endswith(" …") and shown.startswith("The **first** sentence")
+    assert len(shown) <= 232 and shown.count("**") % 2 == 0 and shown.count("`") % 2 == 0
+    one = "**Reading it.** " + "a clause, " * 40 + "and the end."               # no sentence end in reach
+    shown, cut = publish.condense(one, 330, 230)
+    assert cut and shown.startswith("**Reading it.** a clause") and len(shown) <= 232
+
+
+def test_text_rows_wraps_like_a_line_breaker():
+    assert publish.text_rows("word", 1000, 26) == 1
+    assert publish.text_rows(_words(200), publish.CONTENT_W, 26) >= 15
+    wide = publish.text_rows("x" * 300, publish.CONTENT_W, 19, "m")                # no space: broken anywhere
+    assert wide == -(-300 * publish.MONO_EM * 19 // (publish.CONTENT_W * publish.WRAP))
+    assert publish.text_rows("**" + _words(40) + "**", 800, 26) >= publish.text_rows(_words(40), 800, 26)
+
+
+def _synthetic_lesson():
+    fig = {"data": [{"type": "bar", "y": [1, 2]}], "layout": {"height": 900, "title": {"text": "tall"}}}
+    code = "\n".join(f"x{i} = {i}  # line {i}" for i in range(60))
+    cells = [
+        nbformat.v4.new_markdown_cell("# A lesson\n\n" + "An introduction that goes on. " * 30),
+        nbformat.v4.new_markdown_cell("## 1. A section\n\nSome items:\n\n" + "\n".join(
+            f"* item {i}: {_words(12, 'w')}" for i in range(30))),
+        nbformat.v4.new_code_cell(code, outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="\n".join(f"out {i}" for i in range(120))),
+            nbformat.v4.new_output("display_data", data={publish.PLOTLY_MIME: fig})]),
+        nbformat.v4.new_markdown_cell("### 1.1 A sub-section\n\n| a | b |\n|---|---|\n" + "\n".join(
+            f"| row {i} | {_words(20, 'cell')} |" for i in range(25))),
+        nbformat.v4.new_markdown_cell("Hidden from the deck.", metadata={"slideshow": {"slide_type": "skip"}}),
+        nbformat.v4.new_markdown_cell("Say this aloud.", metadata={"slideshow": {"slide_type": "notes"}}),
+    ]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    publish.mark_slides(nb)
+    return nb
+
+
+def test_plan_fits_every_slide_and_sends_the_rest_to_notes_and_details():
+    slides = publish.plan(publish.deck_items(_synthetic_lesson(), "t"))
+    assert all(s.used <= publish.BUDGET for s in slides), [round(s.used) for s in slides]
+    kinds = [s.kind for s in slides]
+    assert kinds[0] == "slide" and kinds.count("slide") == 2                # "#" and "##"; "###" is a sub-slide
+    html_ = "".join(b.html for s in slides for b in s.blocks)
+    notes = " ".join(n for s in slides for b in s.blocks for n in b.notes)
+    assert "An introduction that goes on." * 2 not in html_ and ("An introduction that goes on. " * 30).strip() in notes
+    assert html_.count('<details class="course-more">') == 2                 # the 60-line cell, the 120-line output
+    assert "out 0\n" in html_ and "out 60\n" in html_                       # the output over two slides first
+    assert "zoom:" in html_                                                   # the 900-px figure, zoomed to fit
+    assert html_.count("<li>") == 30 and html_.count("<table") >= 2           # the list and the table split
+    assert "Hidden from the deck." not in html_ and "Say this aloud." in notes
+    titles = [b.html for s in slides for b in s.blocks if b.kind == "heading"]
+    assert [re.sub("<[^>]+>", "", t) for t in titles] == ["A lesson", "1. A section", "1.1 A sub-section"]
+
+
+@pytest.fixture(scope="module")
+def decks(tmp_path_factory):
+    """Every lesson's deck, from its stored outputs."""
+    out = tmp_path_factory.mktemp("decks")
+    publish.build("slides", LESSONS, out, run=False)
+    return out
+
+
+def _headings(path: Path) -> list[str]:
+    nb = nbformat.read(path, as_version=4)
+    found = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.metadata.get("slideshow", {}).get("slide_type") != "skip":
+            found += [m.group(2) for m in re.finditer(r"^(#{1,3})\s+(.*?)\s*#*\s*$", cell.source, re.M)]
+    return [html.unescape(re.sub(r"<[^>]+>", "", publish.md_html(h, inline=True))).strip() for h in found]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_every_section_opens_a_slide_with_notes_beside(decks, path):
+    deck = (decks / f"{path.stem}.slides.html").read_text()
+    slides = re.findall(r"<section[^>]*>\s*(?!<section)(.*?)</section>", deck, re.S)
+    titles = [html.unescape(re.sub(r"<[^>]+>", "", m)).strip()
+              for s in slides for m in re.findall(r'<div class="course-slide"><h[123]>(.*?)</h[123]>', s, re.S)]
+    missing = [h for h in _headings(path) if h not in titles]
+    assert not missing, f"{path.name}: no slide opens with these headings: {missing}"
+    assert len(slides) >= len(titles) and len(slides) >= 8
+    assert deck.count('<aside class="notes">') >= 3                           # the prose left off the slides
+
+
+MEASURE = """async () => {
+  await Promise.all(['400 26px "Source Sans Pro"', '600 26px "Source Sans Pro"',
+                     'italic 400 26px "Source Sans Pro"'].map(f => document.fonts.load(f)));
+  await document.fonts.ready;
+  Reveal.configure({transition: 'none', backgroundTransition: 'none'});
+  const root = document.querySelector('.reveal .slides');
+  const leaves = [...root.querySelectorAll('section')].filter(s => !s.querySelector('section'));
+  const out = [];
+  for (const s of leaves) {
+    const ix = Reveal.getIndices(s);
+    Reveal.slide(ix.h, ix.v);
+    const box = root.getBoundingClientRect(), k = box.width / root.offsetWidth;
+    let bottom = 0, right = 0;
+    for (const el of s.querySelectorAll('*')) {
+      // what a closed <details> holds is not drawn; an SVG's parts are clipped by the SVG
+      if (el.ownerSVGElement || (el.closest('details:not([open])') && !el.closest('summary'))) continue;
+      if (el.classList.contains('course-slide')) continue;       // the slide's own box: its padding
+      const r = el.getBoundingClientRect();
+      if (r.width === 0 && r.height === 0) continue;
+      bottom = Math.max(bottom, (r.bottom - box.top) / k);
+      right = Math.max(right, (r.right - box.left) / k);
+    }
+    const title = s.querySelector('h1, h2, h3, .course-label');
+    out.push({where: `${ix.h + 1}.${(ix.v || 0) + 1}`, height: Math.round(bottom), width: Math.round(right),
+              title: title ? title.textContent.trim().slice(0, 60) : ''});
+  }
+  return {width: Reveal.getConfig().width, height: Reveal.getConfig().height,
+          fonts: document.fonts.check('600 26px "Source Sans Pro"'), slides: out};
+}"""
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="measuring the slides needs Chromium at /usr/bin/chromium "
+                                                  "(apt-get install -y chromium; .ci/run installs it)")
+def test_every_slide_of_every_deck_fits_the_deck_in_chromium(decks):
+    """Every slide of every deck drawn in Chromium (fonts loaded, figures drawn): the lowest and the
+    rightmost point of what it shows must lie inside the deck's slide (reveal.js width x height)."""
+    from playwright.sync_api import sync_playwright
+
+    report, too_big, errors = [], [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://") else r.abort())
+            for path in LESSONS:
+                start = time.perf_counter()
+                page.goto((decks / f"{path.stem}.slides.html").as_uri())
+                page.wait_for_function("() => window.Reveal && Reveal.isReady()", timeout=60_000)
+                got = page.evaluate(MEASURE)
+                assert got["fonts"], "Source Sans Pro (reveal.js's theme font, beside the deck) did not load"
+                tallest = max(got["slides"], key=lambda s: s["height"])
+                widest = max(got["slides"], key=lambda s: s["width"])
+                report.append(f"{path.stem}: {len(got['slides'])} slides; tallest {tallest['height']} px "
+                              f"(slide {tallest['where']} {tallest['title']!r}) of {got['height']}; widest "
+                              f"{widest['width']} of {got['width']} ({time.perf_counter() - start:.1f} s)")
+                too_big += [f"{path.stem} slide {s['where']} {s['title']!r}: {s['width']} x {s['height']} px"
+                            for s in got["slides"] if s["height"] > got["height"] or s["width"] > got["width"]]
+        finally:
+            browser.close()
+    print("\n" + "\n".join(report))
+    assert not too_big, "slides larger than the deck:\n" + "\n".join(too_big) + "\n\n" + "\n".join(report)
+    assert errors == []
