@@ -163,10 +163,13 @@ def test_trained_model_beam_search_tells_a_whole_story():
     prompt = encode("Once upon a time, there was a little frog named Sue.")
     res = Engine(model, store=PagedKVStore.for_model(model, num_blocks=120)).run([Request(prompt, 120, beam_width=4)])
     got = res.requests[0]
-    ref = beam_search(model, prompt, 4, 120)
-    assert [t for t, _ in got.beams] == [t for t, _ in ref]
     assert got.output[-1] == EOS and decode(got.output).endswith("The end.")
     assert 0.3 < res.block_sharing()["saved"] < 0.8
+    # the same search beside two sampled stories (lesson 05 also checks it against generate.beam_search)
+    crowd = [Request(prompt, 120, beam_width=4, rid=0)] + [Request(prompt, 60, temperature=1.0, seed=s, rid=s)
+                                                           for s in (1, 2)]
+    mixed = Engine(model, store=PagedKVStore.for_model(model, num_blocks=200)).run(crowd)
+    assert [t for t, _ in mixed.requests[0].beams] == [t for t, _ in got.beams]
 
 
 # ---- what is refused, and why ----------------------------------------------------------------------
