@@ -49,7 +49,9 @@ PAGED_ATTENTION_C = _read_kernel_source()      # print(PAGED_ATTENTION_C) shows 
 #
 # One shared library per shape (dtype, head_dim, block_size, heads per kv head), cached on disk in
 # $COURSE_KERNEL_CACHE (default: <temp folder>/course_lib_kernels_<uid>) under a name hashed from
-# the source, the compiler, the machine and the shape. What can go wrong, and what guards it:
+# the source, the compiler, the machine, its CPU (what -march=native means here: _native_target)
+# and the shape.
+# What can go wrong, and what guards it:
 #
 #   two builders at once        a threading.Lock in the process, an fcntl lock file across processes;
 #                               each build in its own fresh folder (mkdtemp), moved into place with
@@ -59,6 +61,8 @@ PAGED_ATTENTION_C = _read_kernel_source()      # print(PAGED_ATTENTION_C) shows 
 #                               (mapping a truncated library kills the process with SIGBUS)
 #   a compiler that hangs       $COURSE_KERNEL_COMPILE_TIMEOUT seconds (default 60) for one build;
 #                               then the compiler and everything it started are killed
+#   a cache folder shared by    the key holds the CPU model and instruction sets the library was
+#   machines with other CPUs    built for, so each CPU gets its own (never an illegal instruction)
 #   a failure                   remembered per shape for RETRY_AFTER_S, or until the compiler that
 #                               would be used changes; then tried again: it never disables the kernel
 #                               for good
@@ -127,20 +131,46 @@ def _run_compiler(cmd: list[str], deadline: float) -> tuple[int, str]:
     return proc.returncode, output
 
 
-def _compile(cc: str, src: str, obj: str, lib: str, defines: list[str], openmp: bool, deadline: float) -> None:
+def _arch_flags() -> list[str]:
+    """Tune for this machine's own CPU: the library is built where it runs (and cached per CPU, see
+    _native_target), so it may use every vector instruction this CPU has."""
+    return ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else ["-mcpu=native"]
+
+
+_targets: dict[str, str] = {}                    # compiler -> what -march=native means on this machine
+
+
+def _native_target(cc: str, deadline: float) -> str:
+    """What `-march=native` (or -mcpu=native) expands to with this compiler on this machine: the
+    CPU model and instruction sets it turns on (`cc -###` prints them). It is part of the cache key,
+    so a cache folder shared between machines (a network home, a container image) never hands one
+    machine a library built for another CPU, which could stop on an illegal instruction. Paths
+    and temporary file names are left out, so the text depends only on the compiler and the CPU."""
+    if cc not in _targets:
+        code, output = _run_compiler([cc, "-###", *_arch_flags(), "-c", "-x", "c", os.devnull, "-o", os.devnull],
+                                     deadline)
+        words = [w.strip('"\'') for w in output.split()]
+        _targets[cc] = f"{code} " + " ".join(w for w in words if w and "/" not in w and "\\" not in w)
+    return _targets[cc]
+
+
+def _compile(cc: str, src: str, obj: str, lib: str, defines: list[str], threads: bool, deadline: float) -> None:
     """Compile and link in two steps: -ffast-math (vectorised exp) only at compile time,
     so the linker does not add crtfastmath.o (which would flush denormals process-wide).
+    threads: helper threads (pthreads) and `#pragma omp simd` (-fopenmp-simd: the pragmas only,
+    no OpenMP runtime); without them the kernel runs on the calling thread.
     Raises RuntimeError (the compiler's last line of complaint) or TimeoutError."""
-    omp = ["-fopenmp"] if openmp else []
-    common = ["-O3", "-fPIC", *omp, *defines]
-    arch = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else ["-mcpu=native"]
+    par = ["-pthread", "-fopenmp-simd"] if threads else ["-DUSE_THREADS=0"]
+    link = ["-pthread"] if threads else []
+    common = ["-O3", "-fPIC", *par, *defines]
+    arch = _arch_flags()
     for flags in (arch + ["-mprefer-vector-width=512"], arch, []):
         code, output = _run_compiler([cc, "-c", *common, *flags, "-ffast-math", src, "-o", obj], deadline)
         if code == 0:
             break
     else:
         raise RuntimeError(output.strip().splitlines()[-1] if output.strip() else "compile failed")
-    code, output = _run_compiler([cc, "-shared", *omp, obj, "-o", lib, "-lm"], deadline)
+    code, output = _run_compiler([cc, "-shared", *link, obj, "-o", lib, "-lm"], deadline)
     if code != 0:
         raise RuntimeError(output.strip().splitlines()[-1] if output.strip() else "link failed")
 
@@ -193,9 +223,9 @@ def _build(cc: str, defines: list[str], lib: str, deadline: float) -> None:
         with open(src, "w", encoding="utf-8") as f:
             f.write(PAGED_ATTENTION_C)
         try:
-            _compile(cc, src, obj, so, defines, openmp=True, deadline=deadline)
+            _compile(cc, src, obj, so, defines, threads=True, deadline=deadline)
         except RuntimeError:
-            _compile(cc, src, obj, so, defines, openmp=False, deadline=deadline)   # e.g. clang without OpenMP
+            _compile(cc, src, obj, so, defines, threads=False, deadline=deadline)   # e.g. no pthreads
         digest = _sha256(so)
         with contextlib.suppress(FileNotFoundError):
             os.remove(lib + ".sha256")                 # no sidecar while the library changes
@@ -217,7 +247,14 @@ def _build_and_load(scalar: str, is_double: int, head_dim: int, block_size: int,
     timeout = _compile_timeout()
     defines = [f"-DSCALAR={scalar}", f"-DIS_DOUBLE={is_double}", f"-DHD={head_dim}", f"-DBS={block_size}",
                f"-DREP={rep}"]
-    ident = "\0".join([PAGED_ATTENTION_C, cc, platform.node(), platform.machine(), *defines])
+    try:
+        target = _native_target(cc, deadline=time.monotonic() + timeout)
+    except TimeoutError:
+        raise RuntimeError(f"the C compiler took longer than {timeout:g} s "
+                           f"(set {TIMEOUT_ENV} to allow more)") from None
+    # the machine's name and C library too: a library built against a newer glibc would not load on an older one
+    ident = "\0".join([PAGED_ATTENTION_C, cc, platform.node(), platform.machine(), " ".join(platform.libc_ver()),
+                       target, *defines])
     lib = os.path.join(_cache_dir(), f"paged_attention_{hashlib.sha256(ident.encode()).hexdigest()[:16]}.so")
     with _file_lock(lib + ".lock", deadline=time.monotonic() + timeout):
         if not _is_intact(lib):

@@ -34,9 +34,11 @@ to 1e-5 in fp32):
     paged_attention_kernel   fast: a short C kernel (paged_attention_kernel.c, next to
                              this file; its text is PAGED_ATTENTION_C) that walks the
                              block table and reads each block where it lies: nothing
-                             is copied. Compiled on first use with the system C
-                             compiler (gcc/cc) and loaded with ctypes; CPU tensors,
-                             float32/float64.
+                             is copied; one pass over a row's blocks (an online softmax,
+                             a tile of blocks at a time), each K/V block read once for
+                             all the query heads that share it. Compiled on first
+                             use with the system C compiler (gcc/cc) and loaded with
+                             ctypes; CPU tensors, float32/float64.
     paged_attention_triton   fast on a GPU: the same walk as a Triton kernel
                              (course_lib/paged_attention_triton.py: one program per
                              row and kv head, online softmax over tiles of tokens);
@@ -88,6 +90,7 @@ from course_lib.kernel_build import (  # noqa: F401  (CACHE_ENV ... RETRY_AFTER_
 IMPLS = ("auto", "kernel", "triton", "gather")   # kernel: the C kernel (CPU); triton: the GPU kernel
 PARALLEL_MIN_WORK = 1 << 20     # multiply-adds (rows x heads x keys x head_dim) below which the kernel uses one thread
 KERNEL_MAX_SCRATCH_BYTES = 1 << 30   # per-thread scratch the kernel may ask for; above it, the gather path serves
+KERNEL_TILE_TOKENS = 64         # TILE_TOKENS in paged_attention_kernel.c (tokens per softmax tile)
 
 
 # ---- shapes and checks ------------------------------------------------------------
@@ -244,6 +247,14 @@ def kernel_available(dtype: torch.dtype = torch.float32, head_dim: int = 32, blo
     return kernel_unavailable_reason(q, torch.empty(0, num_kv_heads, head_dim, block_size, dtype=dtype)) is None
 
 
+def kernel_scratch_bytes(rep: int, head_dim: int, block_size: int, element_size: int) -> int:
+    """Bytes of scratch one thread of the C kernel needs: REP * (2 HD + TILE + 2) numbers, as
+    SMALL_ELEMS in paged_attention_kernel.c (TILE: the blocks of about KERNEL_TILE_TOKENS tokens
+    its online softmax takes at a time). It does not grow with the context."""
+    tile = block_size if block_size >= KERNEL_TILE_TOKENS else KERNEL_TILE_TOKENS // block_size * block_size
+    return rep * (2 * head_dim + tile + 2) * element_size
+
+
 def paged_attention_kernel(q: torch.Tensor, key_blocks: torch.Tensor, value_blocks: torch.Tensor,
                            block_tables: torch.Tensor, context_lens: torch.Tensor,
                            num_threads: int | None = None) -> torch.Tensor:
@@ -280,7 +291,7 @@ def _run_kernel(q, key_blocks, value_blocks, block_tables, context_lens, num_thr
     if N == 0:
         return out
     max_len = int(lens.max())
-    scratch = rep * (max_len + 2 * bs + 2 * hd + 1) * q.element_size()   # bytes per thread (see the C file)
+    scratch = kernel_scratch_bytes(rep, hd, bs, q.element_size())     # per thread, whatever the context
     if scratch > KERNEL_MAX_SCRATCH_BYTES:
         raise RuntimeError(f"the C kernel would need {scratch / 2**20:.0f} MiB of scratch per thread "
                            f"(more than KERNEL_MAX_SCRATCH_BYTES = {KERNEL_MAX_SCRATCH_BYTES / 2**20:.0f} MiB)")

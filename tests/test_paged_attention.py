@@ -4,6 +4,7 @@ that overflowed the kernel's stack, run in child processes: tests/test_paged_ker
 
 from __future__ import annotations
 
+import time
 import tomllib
 from pathlib import Path
 
@@ -86,6 +87,72 @@ def test_kernel_equals_contiguous_sdpa(N, heads, hd, bs, max_blocks, seed):
     q, kb, vb, tables, lens = random_paged(N, nh, nkv, hd, bs, max_blocks, max_blocks * N + 3, seed)
     ref = contiguous_reference(q, kb, vb, tables, lens)
     torch.testing.assert_close(paged_attention_kernel(q, kb, vb, tables, lens), ref, atol=1e-5, rtol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("bs", [1, 4, 16, 32, 64, 128])
+def test_kernel_long_contexts_cross_many_tiles(bs, dtype, tol):
+    """The kernel's online softmax takes a tile of blocks (about 64 tokens) at a time: contexts of
+    many tiles, ending on a tile's edge, one past it, one short of it and mid-block, with 1, 2 and 3
+    threads; TinyLM's head shape and head_dim 128 with 8 kv heads (32 query heads)."""
+    tile = bs if bs >= pa.KERNEL_TILE_TOKENS else pa.KERNEL_TILE_TOKENS // bs * bs
+    lens = [1, tile - 1, tile, tile + 1, 3 * tile, 3 * tile + bs // 2 + 1, 700]
+    max_blocks = -(-max(lens) // bs)
+    for nh, nkv, hd in ((4, 2, 32), (32, 8, 128)):
+        q, kb, vb, tables, lens_t = random_paged(len(lens), nh, nkv, hd, bs, max_blocks, max_blocks * len(lens) + 1,
+                                                 seed=bs, dtype=dtype, lens=lens)
+        ref = contiguous_reference(q, kb, vb, tables, lens_t)
+        for threads in (1, 2, 3):
+            out = paged_attention_kernel(q, kb, vb, tables, lens_t, num_threads=threads)
+            torch.testing.assert_close(out, ref, atol=tol, rtol=tol, msg=f"{nh}/{nkv}/{hd}, {threads} threads")
+
+
+@needs_kernel
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_kernel_running_max_rises_and_falls(direction):
+    """Scores that grow along the context make every tile bring a new max (the running sums are
+    rescaled each time); scores that shrink never do. Both match the reference, with large scores
+    (up to ~100) that would overflow exp without the max."""
+    g = torch.Generator().manual_seed(11)
+    N, nh, nkv, hd, bs, L = 2, 4, 2, 32, 16, 400
+    q = torch.randn(N, nh, hd, generator=g)
+    K = torch.randn(N, L, nkv, hd, generator=g) * 0.1
+    ramp = direction * torch.linspace(-3, 3, L)                                   # (L,)
+    K += ramp[None, :, None, None] * q.view(N, nkv, nh // nkv, hd).mean(2)[:, None] * 4
+    V = torch.randn(N, L, nkv, hd, generator=g)
+    n_blocks = -(-L // bs)
+    kb = torch.zeros(N * n_blocks, nkv, hd, bs)
+    vb = torch.zeros(N * n_blocks, nkv, bs, hd)
+    tables = torch.randperm(N * n_blocks, generator=g).view(N, n_blocks)
+    for i in range(N):
+        for j in range(L):
+            kb[tables[i, j // bs], :, :, j % bs] = K[i, j]
+            vb[tables[i, j // bs], :, j % bs, :] = V[i, j]
+    lens = torch.full((N,), L)
+    ref = contiguous_reference(q, kb, vb, tables, lens)
+    scores = torch.einsum("nhd,nlhd->nhl", q, K.repeat_interleave(nh // nkv, 2)) / hd ** 0.5
+    assert scores.abs().max() > 20                                     # exp(score) alone would be far off scale
+    torch.testing.assert_close(paged_attention_kernel(q, kb, vb, tables, lens), ref, atol=1e-5, rtol=1e-5)
+
+
+@needs_kernel
+def test_kernel_ignores_nan_past_the_context_across_tiles():
+    """NaN in every slot past each row's length (the tail of its last block, in its last tile) and in
+    the blocks it does not read never reaches the answer, for rows of several tiles."""
+    N, nh, nkv, hd, bs, max_blocks = 3, 4, 2, 32, 16, 12
+    q, kb, vb, _, _ = random_paged(N, nh, nkv, hd, bs, max_blocks, N * max_blocks, seed=9)
+    tables = torch.arange(N * max_blocks).view(N, max_blocks)            # disjoint: each slot has one owner
+    lens = torch.tensor([70, 129, 191])
+    good = contiguous_reference(q, kb, vb, tables, lens)
+    kb, vb = kb.clone(), vb.clone()
+    for i, L in enumerate(lens.tolist()):
+        for j in range(L, max_blocks * bs):
+            kb[tables[i, j // bs], :, :, j % bs] = float("nan")
+            vb[tables[i, j // bs], :, j % bs, :] = float("nan")
+    for threads in (1, 2):
+        out = paged_attention_kernel(q, kb, vb, tables, lens, num_threads=threads)
+        torch.testing.assert_close(out, good, atol=1e-5, rtol=1e-5)
 
 
 @needs_kernel
@@ -254,6 +321,29 @@ def test_kernel_source_is_a_packaged_file():
     assert "int paged_attention(" in pa.PAGED_ATTENTION_C
     config = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert pa.KERNEL_SOURCE in config["tool"]["setuptools"]["package-data"]["course_lib"]
+
+
+@needs_kernel
+def test_the_cache_key_holds_the_cpu_the_library_was_built_for(monkeypatch, tmp_path):
+    """The library is built with -march=native, so a cache folder shared with a machine whose CPU
+    differs (a network home, a copied container) must not hand it over: the key holds what
+    -march=native expands to. Here another CPU is pretended: a second library is built beside the first."""
+    cc = build._compiler()
+    target = build._native_target(cc, deadline=time.monotonic() + 60)
+    assert any(word in target for word in ("march=", "target-cpu", "mcpu=")), target[:500]
+    monkeypatch.setenv(build.CACHE_ENV, str(tmp_path))
+    pa._load_kernel.cache_clear()
+    try:
+        assert kernel_available(torch.float32, 8, 4, 2, 1)
+        first = sorted(tmp_path.glob("paged_attention_*.so"))
+        assert len(first) == 1
+        assert kernel_available(torch.float32, 8, 4, 2, 1) and sorted(tmp_path.glob("*.so")) == first   # cached
+        monkeypatch.setitem(build._targets, cc, target + " -mno-avx2")          # "another CPU"
+        pa._load_kernel.cache_clear()
+        assert kernel_available(torch.float32, 8, 4, 2, 1)
+        assert len(list(tmp_path.glob("paged_attention_*.so"))) == 2
+    finally:
+        pa._load_kernel.cache_clear()
 
 
 def test_a_failed_build_is_retried_when_the_compiler_changes(monkeypatch):

@@ -9,6 +9,7 @@ with its own kernel cache folder (COURSE_KERNEL_CACHE) under pytest's tmp_path:
   path answers, the hung compiler is killed, and the kernel works again once a real
   compiler is back;
 * concurrent first builds from several threads in several processes into one fresh cache;
+* helper threads that start after the work is done (the job they hold is freed by the last one out);
 * oversize shapes (the one that used to segfault: float64, head_dim 16, 1,024 query heads on
   one kv head, blocks of 1,024, contexts 1,025 and 2,048) and a capped scratch size;
 * bad input that must never reach C: mixed dtypes, float block tables, block ids out of
@@ -283,6 +284,34 @@ def test_concurrent_builds_from_threads_and_processes(tmp_path):
     assert len(libs) == 2, libs                                 # one library per shape, built once each
     assert all(Path(str(lib) + ".sha256").exists() for lib in libs)
     assert not list(cache.glob(".build-*")), "a build folder was left behind"
+
+
+# ---- helper threads that start late -----------------------------------------------------------
+LATE_HELPERS = r"""
+import torch
+result = {"worst": 0.0, "calls": 0}
+small = problem(4, 2, 16, 4, [3, 9], dtype=torch.float32)              # 4 work items: helpers often find none left
+big = problem(8, 2, 32, 16, [300, 77, 512], dtype=torch.float32)
+for args in (small, big):
+    err(pa.paged_attention_kernel(*args, num_threads=1), args)         # the reference, once per problem
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline and result["calls"] < 3000:
+    for args, threads in ((small, 4), (small, 2), (big, 3)):
+        out = pa.paged_attention_kernel(*args, num_threads=threads)
+        result["worst"] = max(result["worst"], err(out, args))
+        result["calls"] += 1
+report(result)
+"""
+
+
+@needs_cc
+def test_late_helper_threads_never_touch_freed_memory(tmp_path):
+    """The kernel's caller does items itself and returns once every item TAKEN is done; a helper
+    thread that starts after that finds no work and lets go of the job, the last one out freeing
+    it. Thousands of calls with more threads than there is work, each exact, and no crash."""
+    r, _ = run_child(LATE_HELPERS, child_env(tmp_path))
+    assert r["calls"] >= 300, r
+    assert r["worst"] < 1e-5, r
 
 
 # ---- oversize shapes ---------------------------------------------------------------------------
