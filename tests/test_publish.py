@@ -1,8 +1,8 @@
-"""Classroom delivery (tools/publish.py): slide metadata, reveal.js decks and the static site,
-all offline. The decks and pages are built from the lessons' stored outputs here (fast);
-`make site` executes the lessons as well. Opening them in Chromium is skipped without it:
-that includes measuring every slide of every deck against the deck's slide height
-(`pytest tests/test_publish.py -s` prints the tallest slide of each deck)."""
+"""Classroom delivery (tools/publish.py; the decks' plan: tools/slide_plan.py): slide metadata,
+reveal.js decks and the static site, all offline. The decks and pages are built from the lessons'
+stored outputs here (fast); `make site` executes the lessons as well. Opening them in Chromium is
+skipped without it: that includes measuring every slide of every deck against the deck's slide
+height (`pytest tests/test_publish.py -s` prints the tallest slide of each deck)."""
 
 import html
 import json
@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import publish  # noqa: E402
+import slide_plan  # noqa: E402
 
 LESSONS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 LESSON = ROOT / "notebooks" / "01_padding.ipynb"
@@ -51,19 +52,21 @@ def test_static_copy_has_no_plotly_json_or_live_widgets():
                              "_options_labels": ["left", "right"]}},
              "d": {"state": {"_model_name": "AnyModel"}}}
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("# NBVAL_IGNORE_OUTPUT\nshow()", outputs=[
-        nbformat.v4.new_output("display_data", data={publish.PLOTLY_MIME: fig}),
-        nbformat.v4.new_output("display_data", data={publish.WIDGET_MIME: {"model_id": "a"}, "text/plain": "VBox()"}),
+        nbformat.v4.new_output("display_data", data={slide_plan.PLOTLY_MIME: fig}),
+        nbformat.v4.new_output("display_data", data={slide_plan.WIDGET_MIME: {"model_id": "a"},
+                                                     "text/plain": "VBox()"}),
     ])])
-    nb.metadata["widgets"] = {publish.WIDGET_STATE: {"state": state}}
+    nb.metadata["widgets"] = {slide_plan.WIDGET_STATE: {"state": state}}
     static = publish.make_static(nb, "lesson", live={"d": fig})
     text = json.dumps(static)
-    assert publish.PLOTLY_MIME not in text and publish.WIDGET_MIME not in text and "widgets" not in static.metadata
+    assert slide_plan.PLOTLY_MIME not in text and slide_plan.WIDGET_MIME not in text
+    assert "widgets" not in static.metadata
     html_out = [o["data"]["text/html"] for o in static.cells[0].outputs]
     assert 'id="lesson-fig1"' in html_out[0] and "Plotly.newPlot" in html_out[0]
     assert "sequences</b> 3" in html_out[1] and "pad side</b> right" in html_out[1]
     assert 'id="lesson-fig2"' in html_out[1]                              # the FigureWidget, drawn statically
     assert static.cells[0].source == "show()"                            # nbval markers dropped
-    assert publish.PLOTLY_MIME in json.dumps(nb)                         # the original is untouched
+    assert slide_plan.PLOTLY_MIME in json.dumps(nb)                      # the original is untouched
 
 
 def test_relink_points_lessons_at_their_pages():
@@ -141,23 +144,23 @@ def _words(n: int, word: str = "tokens") -> str:
 
 def test_condense_keeps_a_lead_and_balanced_markup():
     short = "A **short** paragraph stays whole."
-    assert publish.condense(short, 330, 230) == (short, False)
+    assert slide_plan.condense(short, 330, 230) == (short, False)
     long_ = ("The **first** sentence says what matters (see `course_lib.engine`). Then " + _words(30) + ". "
              + "A third sentence, e.g. this one, is only in the notes. " * 4)
-    shown, cut = publish.condense(long_, 330, 230)
+    shown, cut = slide_plan.condense(long_, 330, 230)
     assert cut and shown.endswith(" …") and shown.startswith("The **first** sentence")
     assert len(shown) <= 232 and shown.count("**") % 2 == 0 and shown.count("`") % 2 == 0
     one = "**Reading it.** " + "a clause, " * 40 + "and the end."               # no sentence end in reach
-    shown, cut = publish.condense(one, 330, 230)
+    shown, cut = slide_plan.condense(one, 330, 230)
     assert cut and shown.startswith("**Reading it.** a clause") and len(shown) <= 232
 
 
 def test_text_rows_wraps_like_a_line_breaker():
-    assert publish.text_rows("word", 1000, 26) == 1
-    assert publish.text_rows(_words(200), publish.CONTENT_W, 26) >= 15
-    wide = publish.text_rows("x" * 300, publish.CONTENT_W, 19, "m")                # no space: broken anywhere
-    assert wide == -(-300 * publish.MONO_EM * 19 // (publish.CONTENT_W * publish.WRAP))
-    assert publish.text_rows("**" + _words(40) + "**", 800, 26) >= publish.text_rows(_words(40), 800, 26)
+    assert slide_plan.text_rows("word", 1000, 26) == 1
+    assert slide_plan.text_rows(_words(200), slide_plan.CONTENT_W, 26) >= 15
+    wide = slide_plan.text_rows("x" * 300, slide_plan.CONTENT_W, 19, "m")          # no space: broken anywhere
+    assert wide == -(-300 * slide_plan.MONO_EM * 19 // (slide_plan.CONTENT_W * slide_plan.WRAP))
+    assert slide_plan.text_rows("**" + _words(40) + "**", 800, 26) >= slide_plan.text_rows(_words(40), 800, 26)
 
 
 def _synthetic_lesson():
@@ -169,7 +172,7 @@ def _synthetic_lesson():
             f"* item {i}: {_words(12, 'w')}" for i in range(30))),
         nbformat.v4.new_code_cell(code, outputs=[
             nbformat.v4.new_output("stream", name="stdout", text="\n".join(f"out {i}" for i in range(120))),
-            nbformat.v4.new_output("display_data", data={publish.PLOTLY_MIME: fig})]),
+            nbformat.v4.new_output("display_data", data={slide_plan.PLOTLY_MIME: fig})]),
         nbformat.v4.new_markdown_cell("### 1.1 A sub-section\n\n| a | b |\n|---|---|\n" + "\n".join(
             f"| row {i} | {_words(20, 'cell')} |" for i in range(25))),
         nbformat.v4.new_markdown_cell("Hidden from the deck.", metadata={"slideshow": {"slide_type": "skip"}}),
@@ -181,8 +184,8 @@ def _synthetic_lesson():
 
 
 def test_plan_fits_every_slide_and_sends_the_rest_to_notes_and_details():
-    slides = publish.plan(publish.deck_items(_synthetic_lesson(), "t"))
-    assert all(s.used <= publish.BUDGET for s in slides), [round(s.used) for s in slides]
+    slides = slide_plan.plan(slide_plan.deck_items(_synthetic_lesson(), "t"))
+    assert all(s.used <= slide_plan.BUDGET for s in slides), [round(s.used) for s in slides]
     kinds = [s.kind for s in slides]
     assert kinds[0] == "slide" and kinds.count("slide") == 2                # "#" and "##"; "###" is a sub-slide
     html_ = "".join(b.html for s in slides for b in s.blocks)
@@ -211,7 +214,7 @@ def _headings(path: Path) -> list[str]:
     for cell in nb.cells:
         if cell.cell_type == "markdown" and cell.metadata.get("slideshow", {}).get("slide_type") != "skip":
             found += [m.group(2) for m in re.finditer(r"^(#{1,3})\s+(.*?)\s*#*\s*$", cell.source, re.M)]
-    return [html.unescape(re.sub(r"<[^>]+>", "", publish.md_html(h, inline=True))).strip() for h in found]
+    return [html.unescape(re.sub(r"<[^>]+>", "", slide_plan.md_html(h, inline=True))).strip() for h in found]
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
