@@ -68,7 +68,7 @@ def test_quick_set_records_machine_sizes_targets_and_ratios(quick_run):
         assert r["sizes"], r["name"]
         assert r["ratios"] and all(v is None or v > 0 for v in r["ratios"].values()), r["name"]
     claims = [t["claim"] for r in results.values() for t in r["targets"]]
-    assert len(claims) == 7                                  # six targets of issue 8, one of issue 18
+    assert len(claims) == 10                                 # five targets of issue 8, five of issue 18
     for t in (t for r in results.values() for t in r["targets"]):
         assert t["met"] in (True, False, None)
         if t["met"] is False:
@@ -82,6 +82,14 @@ def test_quick_set_records_machine_sizes_targets_and_ratios(quick_run):
     # every decode kernel computed the same attention as contiguous SDPA
     dec = results["decode_attention"]["data"]
     assert max(max(p["max_abs_diff"].values()) for p in dec["grid"]) < 1e-4
+    # the bandwidth targets: both head shapes with 1 and with 2 threads, each with its spread and the load
+    cold = dec["cold"]
+    assert sorted((r["shape"]["head_dim"], r["threads"]) for r in cold) == [(32, 1), (32, 2), (128, 1), (128, 2)]
+    for r in cold:
+        assert r["kernels"]["paged (fast)"]["fraction_of_copy_spread"]["n"] >= 5
+        assert max(r["max_abs_diff"].values()) < 1e-4 and r["load_average_1min"]
+    bw = [t for t in results["decode_attention"]["targets"] if "copy bandwidth" in t["claim"]]
+    assert len(bw) == 4 and all(t["low"] is not None and t["rounds"] >= 5 for t in bw)
 
 
 @smoke
@@ -208,6 +216,30 @@ def test_report_carries_the_stamp():
     for piece in ("2026-01-02T03:04:05", "Test CPU", "2 cores", "1 torch", "load average 3.5", "median [min–max]"):
         assert piece in stamp, piece
     assert "3x [1–5]" in md and "❌ missed" in md
+
+
+def test_cold_decode_step_spans_layers_and_pairs_rounds():
+    """The cache-cold decode measurement (the bandwidth targets) on a tiny problem: enough layers that
+    their KV is at least the copy probe's buffer, the thread count applied while it runs and restored,
+    the fast kernel exact, a fraction of the copy per round (median [min–max]) and the load beside it."""
+    import torch
+
+    from benchmarks import decode_attention as da
+    from benchmarks.common import Bandwidth
+    bw = Bandwidth(bytes_per_s=1e10, nbytes=1 << 20, seconds=1e-3, median_seconds=1e-3, repeat=1)
+    shape = dict(num_heads=8, num_kv_heads=2, head_dim=16, block_size=16)
+    before = torch.get_num_threads()
+    rec = da.measure_cold(2, 64, 5, bw, device=torch.device("cpu"), shape=shape, threads=1)
+    assert torch.get_num_threads() == before
+    assert rec["layers"] == da.cold_layers(rec["layer_kv_bytes"], bw) == 32     # 32 KiB each, 1 MiB in all
+    assert rec["kv_bytes"] == rec["layers"] * 2 * 64 * 2 * 16 * 2 * 4 and rec["threads"] == 1
+    assert len(rec["copy_rounds_s"]) == 5 and len(rec["load_average_1min"]) == 2
+    if "paged (fast)" in rec["kernels"]:
+        spread = rec["kernels"]["paged (fast)"]["fraction_of_copy_spread"]
+        assert spread["n"] == 5 and spread["min"] <= spread["median"] <= spread["max"]
+        assert rec["max_abs_diff"]["paged (fast)"] < 1e-5
+        row = da._bandwidth_row({**rec, "label": "demo"})
+        assert row["threads"] == 1 and "[" in row["paged (fast) / copy BW"] and row["load (1 min)"]
 
 
 def test_fitted_exponent_recovers_the_power():
