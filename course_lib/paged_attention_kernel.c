@@ -15,7 +15,7 @@
         tile of blocks at a time, with a running max m and a running sum l per query head (see
         tile_step), so a tile's keys and values are read together, once, and no row of scores is
         stored: the scratch memory does not grow with the context.
-     3. Several blocks at once: the tile's TB blocks (about 64 tokens) are read side by side, so the
+     3. Several blocks at once: the tile's TB blocks (about 128 tokens) are read side by side, so the
         memory has several requests in flight (a row's blocks lie anywhere in the pool: the
         hardware cannot run ahead from one block into the next), and their scores are REP x TB
         independent sums that keep the multiply-add units busy.
@@ -54,7 +54,7 @@ typedef SCALAR real;
    that its fixed costs (a max, a vector exp and a sum per query head) are spread over many tokens,
    short enough that the tile's keys and values stay in the L1/L2 cache between the two products. */
 #ifndef TILE_TOKENS
-#define TILE_TOKENS 64                                  /* try -DTILE_TOKENS=16 (one block) or 256 */
+#define TILE_TOKENS 128                                 /* try -DTILE_TOKENS=16 (one block) or 512 */
 #endif
 #define TB (BS >= TILE_TOKENS ? 1 : TILE_TOKENS / BS)   /* blocks per tile */
 #define TILE (TB * BS)                                  /* tokens per tile */

@@ -93,7 +93,7 @@ def test_kernel_equals_contiguous_sdpa(N, heads, hd, bs, max_blocks, seed):
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
 @pytest.mark.parametrize("bs", [1, 4, 16, 32, 64, 128])
 def test_kernel_long_contexts_cross_many_tiles(bs, dtype, tol):
-    """The kernel's online softmax takes a tile of blocks (about 64 tokens) at a time: contexts of
+    """The kernel's online softmax takes a tile of blocks (about 128 tokens) at a time: contexts of
     many tiles, ending on a tile's edge, one past it, one short of it and mid-block, with 1, 2 and 3
     threads; TinyLM's head shape and head_dim 128 with 8 kv heads (32 query heads)."""
     tile = bs if bs >= pa.KERNEL_TILE_TOKENS else pa.KERNEL_TILE_TOKENS // bs * bs
@@ -319,6 +319,8 @@ def test_kernel_source_is_a_packaged_file():
     path = Path(pa.__file__).with_name(pa.KERNEL_SOURCE)
     assert pa.PAGED_ATTENTION_C == path.read_text(encoding="utf-8")
     assert "int paged_attention(" in pa.PAGED_ATTENTION_C
+    # Python sizes the kernel's scratch with the C file's tile length
+    assert f"#define TILE_TOKENS {pa.KERNEL_TILE_TOKENS} " in pa.PAGED_ATTENTION_C
     config = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert pa.KERNEL_SOURCE in config["tool"]["setuptools"]["package-data"]["course_lib"]
 
