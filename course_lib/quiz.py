@@ -166,8 +166,10 @@ def _wrap(inner: str, extra: str = "") -> str:
     return f'<div style="white-space:normal;overflow-wrap:anywhere;line-height:1.45;{extra}">{inner}</div>'
 
 
-def _html(inner: str = "") -> W.HTML:
-    return W.HTML(_wrap(inner) if inner else "", layout=W.Layout(width="100%", min_width="0"))
+def _html(inner: str = "", grow: bool = False) -> W.HTML:
+    # width auto, not 100%: the widget's own margin would push a 100% box 2 px past the column
+    layout = W.Layout(flex="1 1 0%", min_width="0") if grow else W.Layout(width="auto", min_width="0")
+    return W.HTML(_wrap(inner) if inner else "", layout=layout)
 
 
 def fmt_number(x: float) -> str:
@@ -197,7 +199,7 @@ class Quiz:
                          layout=W.Layout(width="2.8em", min_width="2.8em", flex="0 0 auto"))
             b.on_click(lambda _b, k=k: self.choose(k))
             self.letters.append(b)
-            rows.append(W.HBox([b, _html(html.escape(self.choices[i].text))],
+            rows.append(W.HBox([b, _html(html.escape(self.choices[i].text), grow=True)],
                                layout=W.Layout(width="100%", align_items="flex-start", margin="2px 0")))
         self.button = W.Button(description="Check", button_style="primary")
         self.button.on_click(lambda _b: self.check())

@@ -98,5 +98,19 @@ def test_panel_draws_returned_figures_into_figure_widgets_in_place():
     assert len(panel.figure_box.children) == 2 and list(first.data[0].y) == [0, 1]
     box.value = 4
     assert panel.figures[0] is first and list(first.data[0].y) == [0, 1, 2, 3]   # updated in place
-    box.value = 0
+    box.value = 0                         # the old figure stays, greyed out: it no longer matches the controls
     assert "n: must be" in panel.message.value and list(first.data[0].y) == [0, 1, 2, 3]
+    assert "course-stale" in panel.figure_box._dom_classes
+    box.value = 3
+    assert "course-stale" not in panel.figure_box._dom_classes and list(first.data[0].y) == [0, 1, 2]
+
+
+def test_quiz_text_fits_the_column():
+    """Widths auto, not 100%: a 100% HTML widget plus its margin ran 2 px past the notebook column."""
+    q = Quiz("2 + 2?", [Choice("4 " * 80, True, "arithmetic"), Choice("5", False, "off by one")])
+    question = q.box.children[0]
+    assert question.layout.width == "auto" and question.layout.min_width == "0"
+    for row in q.box.children[1].children:
+        letter, text = row.children
+        assert letter.layout.flex == "0 0 auto" and text.layout.flex == "1 1 0%" and text.layout.min_width == "0"
+        assert "white-space:normal" in text.value

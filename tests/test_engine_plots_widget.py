@@ -71,3 +71,15 @@ def test_panel_runs_the_engine_and_shows_errors_in_red():
     assert "rejected" in panel.message.value
     panel.controls["policy"].value = "static (request-level)"
     assert "c62828" not in panel.message.value
+
+
+def test_panel_table_reads_whole_and_the_legend_clears_the_axis_title():
+    panel = batching_panel(MODEL, prompt_lens="4, 4", output_lens="3, 2", arrivals="0, 1", max_running=2, kv_capacity=9)
+    panel.refresh()
+    timeline_fig, table = panel.figures
+    for head in ("request", "first token", "TTFT", "TPOT", "preempted", "state"):   # whole headers, HTML
+        assert f">{head}<" in table.value, head
+    assert ">0<" in table.value and ">1<" in table.value                             # every row label
+    legend = timeline_fig.layout.legend
+    assert legend.yref == "container" and legend.yanchor == "bottom" and legend.y == 0
+    assert timeline_fig.layout.margin.b >= 130

@@ -70,3 +70,20 @@ def test_waste_breakdown_puts_paper_and_measured_side_by_side():
     assert list(bottom.x[1]) == ["paper", "measured"] and list(bottom.y) == [20.4, 20.0]
     assert [t.name for t in fig.data] == ["token states", "reservation", "internal fragmentation",
                                           "external frag. & others"]
+
+
+def test_panel_shows_the_paradox_above_the_map_and_drops_it_when_its_cause_is_gone():
+    from course_lib.widgets.memory import fragmentation_panel
+
+    panel = fragmentation_panel()                                   # ShareGPT-like, pow2, 1966 slots: refusals
+    children = list(panel.box.children)
+    assert children.index(panel.note) < children.index(panel.figure_box)
+    assert "was refused, although" in panel.note.value and "course-note" in panel.note.value
+    assert panel.output.outputs == ()                                # nothing left below the figures
+    panel.controls["arena_slots"].value = 16_384                    # nobody waits: no refusal, no note
+    assert panel.note.value == "" and "0 refused admissions" in panel.message.value
+    panel.controls["rate"].value = 0.0                              # a bad value: message names it, figures greyed
+    assert "rate:" in panel.message.value and "course-stale" in panel.figure_box._dom_classes
+    assert panel.note.value == ""
+    panel.controls["rate"].value = 5.0
+    assert "course-error" not in panel.message.value and "course-stale" not in panel.figure_box._dom_classes

@@ -23,7 +23,9 @@ def test_scheduling_panel_runs_and_reports_bad_values_in_red():
                              max_running=4, budget=32)
     panel.refresh()
     assert "finished" in panel.message.value and "c62828" not in panel.message.value
-    assert len(panel.figures) == 3 and all(len(f.data) for f in panel.figures)
+    table, cdf, gantt = panel.figures
+    assert "time to first token" in table.value and "p99" in table.value       # an HTML table, every label drawn
+    assert len(cdf.data) and len(gantt.data)
     panel.controls["budget"].value = 0
     assert "c62828" in panel.message.value and "tokens per step" in panel.message.value
     panel.controls["budget"].value = 32
@@ -73,3 +75,129 @@ def test_every_figure_draws_from_real_results():
     inc = get_incident("c")
     fig = plots.telemetry(inc.run(MODEL))
     assert len(fig.data) >= 5
+
+
+# ---- ScheduleOnly: the panels' fast runs show what runs of the model show ------------------------------------
+def shown(panel):
+    """What a learner reads off a panel: its message (without the kernel's timing), note and figures."""
+    import re
+
+    import ipywidgets as W
+
+    figs = []
+    for f in panel.figures[: len(panel.figure_box.children)]:
+        if isinstance(f, W.HTML):
+            figs.append(f.value)
+        else:
+            js = f.to_plotly_json()
+            figs.append(({k: v for k, v in t.items() if k != "uid"} for t in js["data"]))
+            figs[-1] = [list(figs[-1]), js["layout"]]
+    return re.sub(r' data-kernel-ms="\d+"', "", panel.message.value), panel.note.value, figs
+
+
+SCHEDULING_SETTINGS = [
+    {}, {"batching": "chunked prefill"}, {"batching": "decode-first"}, {"batching": "prefill-only steps"},
+    {"batching": "disaggregated (prefill engine + decode engine)"}, {"budget": 16},
+    {"trace": "two classes: a high-priority stream (step clock)", "queue": "priority", "preempt": True},
+    {"trace": "two classes: a high-priority stream (step clock)", "queue": "ageing", "ageing_rate": 0.2},
+    {"trace": "interactive deadlines + batch (step clock)", "queue": "sjf"},
+    {"trace": "interactive deadlines + batch (step clock)", "queue": "edf"},
+    {"trace": "documents while 16 streams decode (cost-model clock)", "max_running": 16, "budget": 128},
+    {"trace": "interactive deadlines + batch (step clock)", "queue": "fair-share"},
+]
+
+
+def _set(panel, values: dict):
+    from course_lib.widgets.scheduling import QUEUES
+
+    label = {name: text for text, name in QUEUES.items()}
+    for name, value in values.items():
+        panel.controls[name].value = label[value] if name == "queue" else value
+
+
+@pytest.fixture
+def stand_in_steps(monkeypatch):
+    """How many steps ScheduleOnly answered (so a test knows the fast path really ran)."""
+    from course_lib.widgets.scheduling import ScheduleOnly
+
+    calls = []
+    inner = ScheduleOnly.forward_ctx
+    monkeypatch.setattr(ScheduleOnly, "forward_ctx", lambda self, *a: calls.append(1) or inner(self, *a))
+    return calls
+
+
+def test_scheduling_panel_without_the_forward_pass_shows_what_a_model_run_shows(stand_in_steps):
+    fast = scheduling_panel(MODEL, trace="documents", max_running=4, budget=64)
+    slow = scheduling_panel(MODEL, trace="documents", max_running=4, budget=64, compute_tokens=True)
+    for panel in (fast, slow):
+        panel.refresh()
+    base = {"trace": "chat + long documents (cost-model clock)", "batching": "prefill-first", "queue": "fcfs",
+            "preempt": False, "ageing_rate": 0.1, "max_running": 4, "budget": 64}
+    for values in SCHEDULING_SETTINGS:
+        for panel in (fast, slow):
+            _set(panel, {k: v for k, v in base.items() if k not in values})
+            _set(panel, values)
+        assert fast.state == slow.state == "ok", (values, fast.message.value)
+        assert shown(fast) == shown(slow), values
+    assert len(stand_in_steps) > 100
+
+
+@pytest.mark.parametrize("key, changes", [
+    ("a", [{}, {"kv_store": "paged"}, {"placement": "best-fit"}]),
+    ("b", [{}, {"prefix_caching": True}, {"preemption": "swap"}, {"policy": "prefill-first"}]),
+    ("c", [{}, {"policy": "chunked", "max_tokens_per_step": 64}, {"max_running": 4}]),
+])
+def test_incident_panel_without_the_forward_pass_shows_what_a_model_run_shows(key, changes, stand_in_steps):
+    fast, slow = incident_panel(MODEL, key), incident_panel(MODEL, key, compute_tokens=True)
+    for panel in (fast, slow):
+        panel.refresh()
+    for values in changes:
+        for panel in (fast, slow):
+            for name, value in values.items():
+                panel.controls[name].value = value
+        assert fast.state == slow.state == "ok", (values, fast.message.value)
+        assert shown(fast) == shown(slow), values
+    assert len(stand_in_steps) > 100
+
+
+@pytest.mark.slow
+def test_lesson_panels_on_tinylm_itself():
+    """The same with the course's trained TinyLM, on the settings lessons 06 and 07 open with."""
+    from course_lib.model import build_model
+
+    model = build_model()
+    pairs = [(scheduling_panel(model, trace="documents", batching="chunked", budget=64),
+              scheduling_panel(model, trace="documents", batching="chunked", budget=64, compute_tokens=True))]
+    pairs += [(incident_panel(model, key), incident_panel(model, key, compute_tokens=True)) for key in "bc"]
+    for fast, slow in pairs:
+        fast.refresh()
+        slow.refresh()
+        assert fast.state == "ok" and shown(fast) == shown(slow)
+
+
+def test_schedule_only_is_used_only_where_no_token_value_matters():
+    from course_lib.engine import Request
+    from course_lib.engine.slo import gpu_like_clock
+    from course_lib.widgets.scheduling import ScheduleOnly, uses_no_token_values
+
+    fixed, stops = Request([65, 66], 3, eos_id=None), Request([65, 66], 3)
+    assert uses_no_token_values([fixed], "steps") and uses_no_token_values([fixed], gpu_like_clock())
+    assert not uses_no_token_values([fixed], "measured")                 # a measured clock times the model
+    assert not uses_no_token_values([fixed, stops], "steps")             # a request that may stop on <EOS>
+    stand_in = ScheduleOnly(MODEL)
+    assert stand_in.config is MODEL.config and stand_in.device == MODEL.device
+    import torch
+    logits = stand_in.forward_ctx(torch.tensor([[65, 66, 67]]), None, None)
+    assert logits.shape == (1, 3, MODEL.config.vocab_size) and not logits.any()
+
+
+def test_panels_answer_a_setting_seen_before_from_their_cache():
+    panel = incident_panel(MODEL, "c")
+    panel.refresh()
+    calls = []
+    inner = panel.update
+    panel.update = lambda **v: calls.append(v) or inner(**v)
+    panel.controls["policy"].value = "chunked"
+    panel.controls["policy"].value = "prefill-first"                      # the first setting again: cached
+    panel.controls["policy"].value = "chunked"
+    assert len(calls) == 1 and panel.state == "ok"

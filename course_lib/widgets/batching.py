@@ -81,6 +81,16 @@ def request_table(result, title: str | None = None):
     return fig
 
 
+def timeline_for_panel(result, title: str | None = None):
+    """The slot timeline with its legend at the bottom of the figure, under the x axis's title
+    (the timeline's own legend sits a fraction of the plot's height below it, which for a few
+    slots lands on the title)."""
+    fig = timeline(result, title=title)
+    fig.update_layout(legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+                      margin=dict(b=135))
+    return fig
+
+
 def batching_panel(model, prompt_lens: str = "12, 12, 12, 4", output_lens: str = "24, 20, 22, 4",
                    arrivals: str = "0, 0, 0, 5", policy: str = "prefill-first", max_running: int = 4,
                    budget: int = 32, step_mode: str = "packed", kv_capacity: int = 0) -> Panel:
@@ -124,6 +134,6 @@ def batching_panel(model, prompt_lens: str = "12, 12, 12, 4", output_lens: str =
         preempted, rejected = sum(r.num_preemptions for r in res.requests), len(res.rejected)
         if preempted or rejected:
             status += f"; {preempted} preemption(s), {rejected} rejected (see the table)"
-        return status, [timeline(res, title=f"{policy}: who computes what, step by step"), request_table(res)]
+        return status, [timeline_for_panel(res, title=f"{policy}: who computes what, step by step"), request_table(res)]
 
     return Panel(controls, update, columns=3)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 
 import ipywidgets as W
-from IPython.display import HTML, display
 
 from course_lib.kv.contiguous import RESERVATIONS, ContiguousKVStore
 from course_lib.kv.allocators import PLACEMENTS
 from course_lib.kv.replay import replay
 from course_lib.plots.memory import memory_map, usage_over_time
-from course_lib.widgets import Panel, check_int, error_html
+from course_lib.widgets import Panel, check_int
 from course_lib.workloads import make_trace, trace_from_lengths
 
 SCALE = 1 / 8
@@ -111,11 +110,12 @@ def fragmentation_panel() -> Panel:
     def update(source, lengths_text, n_requests, rate, arena_slots, reservation, placement):
         result, status, paradox = fragmentation_report(source, lengths_text, n_requests, rate, arena_slots,
                                                        reservation, placement)
-        if paradox is not None:
-            display(HTML(error_html(
-                f"Step {paradox.step}: request {paradox.seq_id} needed {paradox.requested} contiguous slots and was "
-                f"refused, although {paradox.total_free} slots were free (largest hole {paradox.largest_free}).")))
+        note = None
+        if paradox is not None:                 # shown above the map, gone with the next run that has none
+            note = (f"Step {paradox.step}: request {paradox.seq_id} needed {paradox.requested} contiguous slots and "
+                    f"was refused, although {paradox.total_free} slots were free (largest hole "
+                    f"{paradox.largest_free}).")
         return status, [memory_map(result, title="Memory map over time (red: holes too small for the waiting request)"),
-                        usage_over_time(result, title="Where the arena goes, step by step")]
+                        usage_over_time(result, title="Where the arena goes, step by step")], note
 
-    return Panel(controls, update, columns=4).show()
+    return Panel(controls, update, columns=4, cache=16).show()

@@ -25,6 +25,11 @@ MAX_LEN = 512
 POOL_RANGE = (1, 256)
 
 
+def _n(count: int, noun: str) -> str:
+    """'1 block', '3 blocks'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def grow_interleaved(lengths, block_size: int, num_blocks: int) -> tuple[PagedKVStore, str | None]:
     """Sequences arrive together and grow one token each per step, round robin; a sequence
     that cannot get a block is left short. Returns the store and the first refusal (or None)."""
@@ -58,8 +63,8 @@ def paging_report(lengths_text: str, block_size, num_blocks, max_len: int = MAX_
     store, refusal = grow_interleaved(lengths, bs, nb)
     u = store.usage()
     held = u.token_states + u.internal
-    per_seq = ", ".join(f"seq {i}: {store.num_cached(i)} tokens in {len(store.block_table(i))} blocks "
-                        f"({len(store.block_table(i)) * bs - store.num_cached(i)} slots empty)" for i in store.seqs)
+    per_seq = ", ".join(f"seq {i}: {store.num_cached(i)} tokens in {_n(len(store.block_table(i)), 'block')} "
+                        f"({_n(len(store.block_table(i)) * bs - store.num_cached(i), 'slot')} empty)" for i in store.seqs)
     status = (f"{per_seq}. Held: {held} slots, {u.token_states} hold a token state "
               f"({u.token_states / held:.1%}); internal fragmentation {u.internal} slots, under one block per "
               f"sequence. A contiguous arena reserving the maximum ({max_len}) per sequence would need "

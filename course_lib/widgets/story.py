@@ -34,7 +34,8 @@ def check_opening(text, max_len: int) -> list[int]:
 
 def story_text_html(opening: str, continuation: str, done: bool) -> str:
     cursor = "" if done else '<span style="color:#888">▌</span>'
-    return (f'<div style="font-family:Georgia,serif;font-size:15px;line-height:1.5;max-width:720px;white-space:pre-wrap">'
+    return (f'<div style="font-family:Georgia,serif;font-size:15px;line-height:1.5;max-width:720px;white-space:pre-wrap;'
+            f'overflow-wrap:anywhere">'
             f'<span style="color:#555">{html.escape(opening)}</span>'
             f'<span style="color:#1a237e;font-weight:600">{html.escape(continuation)}</span>{cursor}</div>')
 
@@ -45,13 +46,14 @@ class StoryPanel:
     def __init__(self, model, opening: str = DEFAULT_OPENING, max_new_tokens: int = 400):
         self.model = model
         self.max_len = model.config.max_position_embeddings
-        self.opening = W.Textarea(value=opening, description="opening", layout=W.Layout(width="640px", height="60px"))
+        self.opening = W.Textarea(value=opening, description="opening", layout=W.Layout(width="100%", max_width="640px", height="60px"))
         self.budget = W.IntSlider(value=max_new_tokens, min=1, max=self.max_len - 2, description="max tokens")
         self.button = W.Button(description="Continue", button_style="primary")
         self.message = W.HTML()
         self.text = W.HTML()
         self.button.on_click(lambda _b: self.run())
-        self.box = W.VBox([self.opening, W.HBox([self.budget, self.button]), self.text, self.message])
+        self.box = W.VBox([self.opening, W.HBox([self.budget, self.button], layout=W.Layout(flex_flow="row wrap")),
+                           self.text, self.message], layout=W.Layout(width="100%", max_width="100%", overflow="hidden"))
 
     def run(self) -> str:
         """Stream a continuation into the panel; returns the text (for tests)."""
