@@ -24,10 +24,11 @@
         with -ffast-math the compiler calls a vector exp (glibc's libmvec: 16 floats at a time with
         AVX-512) for a tile's scores at once.
      5. Threads that help when they can (bottom of the file): work items are handed out one at a
-        time; the calling thread works too, and waits only for items a helper has started, never
+        time; the calling thread works too, and waits only for items a helper has taken, never
         for a helper that the operating system has not run yet (on a busy machine that can take
         milliseconds; OpenMP's fork-join, used before, waited for it, and its spinning threads
         took the cores the others needed: 10x slower with 2 threads on a shared 2-core machine).
+        The helpers sleep between calls, ready to be woken.
 
    C checks nothing: Python checks every shape, dtype, device and block id before the call
    (paged_attention._check_inputs and _check_block_ids). Only blocks 0 .. ceil(L / BS) - 1 of
@@ -166,8 +167,15 @@ static void attend(const real *restrict qg, const real *restrict key_blocks, con
 /* ---- threads that help when they can (plumbing) ----------------------------------------------
    One call is a JOB of N * nkv work items. Every thread, the caller included, takes the next
    item from a shared counter until none are left. The caller then waits only until every item
-   TAKEN is finished: a helper that starts late finds no work and leaves. The job's memory is
-   freed by whichever thread lets go of it last, so a late helper never touches freed memory.
+   TAKEN is finished: a helper that comes late finds no work and goes back to sleep. The job's
+   memory is freed by whichever thread lets go of it last, so a late helper never touches freed
+   memory.
+
+   The helpers are started on first use and then kept, asleep, for the calls that follow (each
+   compiled shape keeps its own, at most nthreads - 1): starting a thread costs tens of
+   microseconds, and on a busy machine a new thread waits behind every other runnable one,
+   where a sleeping one that is woken runs at once. After fork() the child has no helpers
+   (pthread_atfork below), and starts its own.
    Built with -DUSE_THREADS=0 (no pthreads here), the caller does every item itself. */
 #ifndef USE_THREADS
 #define USE_THREADS 1
@@ -189,6 +197,7 @@ typedef struct {
   atomic_llong done;                              /* items finished */
   atomic_int slots;                               /* scratch slots handed out */
   atomic_int refs;                                /* threads still holding the job */
+  int wanted, joined;                             /* helpers asked for, and joined (under pool_lock) */
   pthread_mutex_t lock;
   pthread_cond_t finished;                        /* signalled when done reaches items */
 #endif
@@ -203,7 +212,8 @@ static void do_item(job_t *job, int64_t w, real *small) {
 
 #if USE_THREADS
 static void work(job_t *job) {                    /* take items until none are left */
-  real *small = job->scratch + (size_t)atomic_fetch_add(&job->slots, 1) * SMALL_ELEMS * !SMALL_ON_STACK;
+  const int slot = atomic_fetch_add(&job->slots, 1);         /* this thread's scratch (heap case) */
+  real *small = job->scratch + (size_t)slot * SMALL_ELEMS * !SMALL_ON_STACK;
   for (;;) {
     const int64_t w = atomic_fetch_add(&job->next, 1);
     if (w >= job->items) return;
@@ -224,10 +234,66 @@ static void let_go(job_t *job) {                  /* the last thread holding the
   }
 }
 
-static void *helper(void *arg) {
-  work((job_t *)arg);
-  let_go((job_t *)arg);
+/* the pool: one job on offer at a time; a helper joins each offer at most once */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
+static job_t *offered;                            /* the job helpers may join (NULL: none) */
+static long offers;                               /* jobs offered so far */
+static int helpers;                               /* helpers started in this process */
+static pthread_once_t fork_handlers = PTHREAD_ONCE_INIT;
+
+static void *helper(void *unused) {
+  (void)unused;
+  long seen = 0;
+  pthread_mutex_lock(&pool_lock);
+  for (;;) {
+    while (offers == seen) pthread_cond_wait(&pool_wake, &pool_lock);   /* asleep until an offer */
+    seen = offers;
+    job_t *job = offered;
+    if (job == NULL || job->joined >= job->wanted) continue;
+    job->joined++;
+    atomic_fetch_add(&job->refs, 1);              /* taken under pool_lock: the job cannot vanish */
+    pthread_mutex_unlock(&pool_lock);
+    work(job);
+    let_go(job);
+    pthread_mutex_lock(&pool_lock);
+  }
   return NULL;
+}
+
+static void fork_prepare(void) { pthread_mutex_lock(&pool_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&pool_lock); }
+static void fork_child(void) {                    /* only the forking thread lives on in the child */
+  helpers = 0, offered = NULL;
+  pthread_cond_init(&pool_wake, NULL);
+  pthread_mutex_unlock(&pool_lock);
+}
+static void add_fork_handlers(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+
+/* Offer `job` to nthreads - 1 helpers, starting those the pool lacks. */
+static void offer(job_t *job, int nthreads) {
+  pthread_once(&fork_handlers, add_fork_handlers);
+  pthread_mutex_lock(&pool_lock);
+  while (helpers < nthreads - 1) {
+    pthread_t tid;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);   /* nobody joins a helper */
+    const int failed = pthread_create(&tid, &attr, helper, NULL);
+    pthread_attr_destroy(&attr);
+    if (failed) break;                            /* fewer helpers: the same answer */
+    helpers++;
+  }
+  job->wanted = nthreads - 1 < helpers ? nthreads - 1 : helpers, job->joined = 0;
+  offered = job, offers++;
+  for (int h = 0; h < job->wanted; h++) pthread_cond_signal(&pool_wake);
+  pthread_mutex_unlock(&pool_lock);
+}
+
+static void withdraw(job_t *job) {                /* no helper joins it from now on */
+  pthread_mutex_lock(&pool_lock);
+  if (offered == job) offered = NULL;
+  pthread_mutex_unlock(&pool_lock);
 }
 #endif
 
@@ -256,22 +322,12 @@ int paged_attention(const real *q,                /* (N, nh, HD)                
   atomic_init(&job->refs, 1);                     /* the caller's hold */
   pthread_mutex_init(&job->lock, NULL);
   pthread_cond_init(&job->finished, NULL);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);   /* nobody joins a helper */
-  for (int h = 1; h < nthreads; h++) {
-    pthread_t tid;
-    atomic_fetch_add(&job->refs, 1);
-    if (pthread_create(&tid, &attr, helper, job) != 0) {      /* no helper: fewer threads, same answer */
-      atomic_fetch_sub(&job->refs, 1);
-      break;
-    }
-  }
-  pthread_attr_destroy(&attr);
+  if (nthreads > 1) offer(job, nthreads);
   work(job);                                      /* the caller works too */
   pthread_mutex_lock(&job->lock);                 /* then waits for the items helpers took */
   while (atomic_load(&job->done) < job->items) pthread_cond_wait(&job->finished, &job->lock);
   pthread_mutex_unlock(&job->lock);
+  if (nthreads > 1) withdraw(job);
   let_go(job);
 #else
   for (int64_t w = 0; w < job->items; w++) do_item(job, w, job->scratch);

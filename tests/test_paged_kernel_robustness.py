@@ -9,7 +9,7 @@ with its own kernel cache folder (COURSE_KERNEL_CACHE) under pytest's tmp_path:
   path answers, the hung compiler is killed, and the kernel works again once a real
   compiler is back;
 * concurrent first builds from several threads in several processes into one fresh cache;
-* helper threads that start after the work is done (the job they hold is freed by the last one out);
+* helper threads that come after the work is done, shared by concurrent callers, and across fork();
 * oversize shapes (the one that used to segfault: float64, head_dim 16, 1,024 query heads on
   one kv head, blocks of 1,024, contexts 1,025 and 2,048) and a capped scratch size;
 * bad input that must never reach C: mixed dtypes, float block tables, block ids out of
@@ -286,32 +286,67 @@ def test_concurrent_builds_from_threads_and_processes(tmp_path):
     assert not list(cache.glob(".build-*")), "a build folder was left behind"
 
 
-# ---- helper threads that start late -----------------------------------------------------------
+# ---- helper threads: late, shared by concurrent callers, and across fork() -----------------------
 LATE_HELPERS = r"""
 import torch
-result = {"worst": 0.0, "calls": 0}
+result = {"worst": 0.0, "calls": 0, "errors": []}
 small = problem(4, 2, 16, 4, [3, 9], dtype=torch.float32)              # 4 work items: helpers often find none left
 big = problem(8, 2, 32, 16, [300, 77, 512], dtype=torch.float32)
 for args in (small, big):
     err(pa.paged_attention_kernel(*args, num_threads=1), args)         # the reference, once per problem
-deadline = time.monotonic() + 20
-while time.monotonic() < deadline and result["calls"] < 3000:
-    for args, threads in ((small, 4), (small, 2), (big, 3)):
-        out = pa.paged_attention_kernel(*args, num_threads=threads)
-        result["worst"] = max(result["worst"], err(out, args))
-        result["calls"] += 1
+
+def hammer(seconds, calls):
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and result["calls"] < calls:
+            for args, threads in ((small, 4), (small, 2), (big, 3)):
+                out = pa.paged_attention_kernel(*args, num_threads=threads)
+                result["worst"] = max(result["worst"], err(out, args))
+                result["calls"] += 1
+    except Exception as exc:
+        result["errors"].append(f"{type(exc).__name__}: {exc}")
+
+hammer(10, 2000)                                                        # one caller
+threads = [threading.Thread(target=hammer, args=(10, 4000)) for _ in range(3)]   # three callers at once
+for t in threads: t.start()
+for t in threads: t.join()
+# fork(): the child has none of the parent's helper threads; it must start its own, not wait for them
+pid = os.fork()
+if pid == 0:
+    try:
+        out = pa.paged_attention_kernel(*big, num_threads=3)
+        os._exit(0 if err(out, big) < 1e-5 else 3)
+    except BaseException:
+        os._exit(4)
+deadline = time.monotonic() + 60
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done or time.monotonic() > deadline:
+        break
+    time.sleep(0.05)
+if not done:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+result["child"] = os.waitstatus_to_exitcode(status) if done else "hung"
+result["after fork"] = err(pa.paged_attention_kernel(*big, num_threads=3), big)   # the parent's helpers still serve
 report(result)
 """
 
 
 @needs_cc
-def test_late_helper_threads_never_touch_freed_memory(tmp_path):
-    """The kernel's caller does items itself and returns once every item TAKEN is done; a helper
-    thread that starts after that finds no work and lets go of the job, the last one out freeing
-    it. Thousands of calls with more threads than there is work, each exact, and no crash."""
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_helper_threads_late_concurrent_and_across_fork(tmp_path):
+    """The kernel's caller does items itself and returns once every item TAKEN is done; a helper that
+    comes later finds no work and sleeps again, and the job is freed by the last thread holding it.
+    Thousands of calls with more threads than there is work, from one caller and then from three at
+    once (sharing the helpers), each exact, no crash; a fork()ed child (which has no helper threads)
+    starts its own and answers, and the parent still does."""
     r, _ = run_child(LATE_HELPERS, child_env(tmp_path))
+    assert r["errors"] == [], r["errors"]
     assert r["calls"] >= 300, r
     assert r["worst"] < 1e-5, r
+    assert r["child"] == 0, r
+    assert r["after fork"] < 1e-5, r
 
 
 # ---- oversize shapes ---------------------------------------------------------------------------
