@@ -366,10 +366,18 @@ def apply(page, panel, change: Change) -> None:
         raise ValueError(f"kind: {change.kind!r}")
 
 
+def settle(page) -> None:
+    """Let the kernel finish what the last answer started (a figure's view sends its computed defaults
+    back, the kernel files them) before the next change, as a learner's next change would find it."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(KERNEL_IDLE, timeout=RENDER * 1000)
+
+
 def timed(page, panel, widget: str, step: str, change: Change) -> dict:
     """Make the change and wait for the panel's answer; record the update's time (the page's clock,
     from the change to two frames after the answer) and return the panel's message."""
     before = panel.evaluate(MESSAGE)["seq"]
+    settle(page)
     page.evaluate("() => { window.__t0 = performance.now(); }")
     apply(page, panel, change)
     page.wait_for_function(DONE, arg=[panel.element_handle(), before], polling="raf", timeout=RENDER * 1000)
@@ -449,6 +457,7 @@ def drive_storyteller(page) -> None:
     info = "p => (p.querySelector('.course-info') || {}).innerText || ''"
     assert panel.evaluate(story), "the storyteller shows no story after its cell ran"
     opening.locator("textarea").fill("")
+    settle(page)
     page.evaluate("() => { window.__t0 = performance.now(); }")
     panel.get_by_role("button", name="Continue").click()
     page.wait_for_function(f"p => ({error})(p)", arg=panel.element_handle(), timeout=RENDER * 1000, polling="raf")
@@ -457,6 +466,7 @@ def drive_storyteller(page) -> None:
     assert "opening" in panel.evaluate(error) and not panel.evaluate(story).strip(), \
         "the storyteller keeps a story under a bad opening"
     opening.locator("textarea").fill("Once upon a time, there was a cat named Tom. ")
+    settle(page)
     page.evaluate("() => { window.__t0 = performance.now(); }")
     panel.get_by_role("button", name="Continue").click()
     page.wait_for_function(f"p => ({story})(p).length > 'Once upon a time, there was a cat named Tom. '.length",
@@ -464,9 +474,9 @@ def drive_storyteller(page) -> None:
     first = page.evaluate("() => performance.now() - window.__t0")
     page.wait_for_function(f"p => /tokens in/.test(({info})(p))", arg=panel.element_handle(), timeout=RENDER * 1000,
                            polling="raf")
-    TIMES["storyteller"] += [{"step": "good: first token of a new opening", "ms": round(first), "kernel_ms": -1},
-                             {"step": "good: a 10-token story, to its end", "ms": round(page.evaluate(FRAMES)),
-                              "kernel_ms": -1}]
+    TIMES["storyteller"].append({"step": "good: first token of a new opening", "ms": round(first), "kernel_ms": -1})
+    TIMES["storyteller (whole story)"] = [{"step": "a story of up to 10 tokens, streamed to its end",
+                                           "ms": round(page.evaluate(FRAMES)), "kernel_ms": -1}]
     assert not panel.evaluate(error) and re.search(r"\d+ tokens in", panel.evaluate(info))
 
 
@@ -577,7 +587,8 @@ def test_lesson_runs_and_renders_in_chromium(lab, browser, lesson):
             page.wait_for_timeout(500)
             fit = page.evaluate(OVERFLOW)
             print(f"{lesson.name}: notebook column {fit['column']} px, outputs {fit['outputs']} px wide")
-            names = [s.name for s in PANELS.get(key, [])] + (["storyteller"] if key == "00" else [])
+            names = [s.name for s in PANELS.get(key, [])] + (["storyteller", "storyteller (whole story)"]
+                                                              if key == "00" else [])
             for line in report_times():
                 if line.split("  ")[0] in names:
                     print(f"{lesson.name}: {line}")
