@@ -53,8 +53,9 @@ typedef SCALAR real;
 #endif
 
 /* The softmax runs over TILES of TB blocks, TILE = TB * BS tokens (about TILE_TOKENS): long enough
-   that its fixed costs (a max, a vector exp and a sum per query head) are spread over many tokens,
-   short enough that the tile's keys and values stay in the L1/L2 cache between the two products. */
+   that its fixed costs (a max, a vector exp and a sum per query head) are spread over many tokens
+   and that many blocks are read at once (step 3), short enough that the tile's scores (REP x TILE
+   numbers) stay in the L1 cache from the keys' product to the values'. */
 #ifndef TILE_TOKENS
 #define TILE_TOKENS 128                                 /* try -DTILE_TOKENS=16 (one block) or 512 */
 #endif
