@@ -212,6 +212,10 @@ class Panel:
 
     def _run(self, values: dict):
         key = tuple(sorted(values.items())) if self.cache_size else None
+        try:
+            hash(key)
+        except TypeError:                            # a control whose value is a list: not cached
+            key = None
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
