@@ -594,7 +594,7 @@ def stalls(run: IncidentRun, threshold: float) -> list[dict]:
                 i = bisect.bisect_left(ends, b - 1e-12)
                 if i < len(steps) and i not in out:
                     s = steps[i]
-                    out[i] = {"step": s.index, "duration_ms": 1e3 * s.duration,
+                    out[i] = {"step": s.index, "duration_ms": round(1e3 * s.duration, 2),
                               "prefill_tokens": sum(n for _, n, k in s.items if k == "prefill"),
                               "decodes": sum(1 for _, _, k in s.items if k == "decode"),
                               "preempted": len(s.preempted)}

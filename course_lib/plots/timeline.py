@@ -83,9 +83,11 @@ def timeline(result, x: str = "step", title: str | None = None, max_steps: int |
                                              line=dict(color="#999", width=1))))
     fig.update_yaxes(title="batch slot", tickvals=list(range(slots)), autorange="reversed")
     fig.update_xaxes(title="model step" if x == "step" else f"time ({unit})")
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22), plot_bgcolor="#ffffff")
     fig = style(fig, title, height=max(240, 26 * slots + 190))
-    fig.update_layout(margin=dict(b=110))
+    # the legend at the very bottom of the figure, under the x axis's title (a legend placed a
+    # fraction of the plot's height below the axis lands on that title when there are few slots)
+    fig.update_layout(legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+                      plot_bgcolor="#ffffff", margin=dict(b=135))
     return fig
 
 

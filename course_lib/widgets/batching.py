@@ -82,13 +82,8 @@ def request_table(result, title: str | None = None):
 
 
 def timeline_for_panel(result, title: str | None = None):
-    """The slot timeline with its legend at the bottom of the figure, under the x axis's title
-    (the timeline's own legend sits a fraction of the plot's height below it, which for a few
-    slots lands on the title)."""
-    fig = timeline(result, title=title)
-    fig.update_layout(legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
-                      margin=dict(b=135))
-    return fig
+    """The slot timeline of the panel (plots.timeline: its legend sits under the x axis's title)."""
+    return timeline(result, title=title)
 
 
 def batching_panel(model, prompt_lens: str = "12, 12, 12, 4", output_lens: str = "24, 20, 22, 4",
