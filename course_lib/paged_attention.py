@@ -80,6 +80,7 @@ from __future__ import annotations
 import math
 import sys
 
+import numpy as np
 import torch
 
 from course_lib.attention import sdpa_attention
@@ -132,11 +133,7 @@ def _check_inputs(q, key_blocks, value_blocks, block_tables, context_lens) -> tu
         raise ValueError(f"block_tables: must be (N={N}, max_blocks); got shape {tuple(block_tables.shape)}")
     if context_lens.dim() != 1 or context_lens.shape[0] != N:
         raise ValueError(f"context_lens: must be (N={N},); got shape {tuple(context_lens.shape)}")
-    lens = context_lens.long()
-    if N and (int(lens.min()) < 0 or int(lens.max()) > block_tables.shape[1] * bs):
-        raise ValueError(f"context_lens: every length must be in [0, max_blocks * block_size = "
-                         f"{block_tables.shape[1] * bs}]; got lengths from {int(lens.min())} to {int(lens.max())}")
-    _check_block_ids(block_tables, lens, bs, nb)
+    _check_lengths_and_block_ids(block_tables, context_lens, bs, nb)
     return N, nh, nkv, hd, bs
 
 
@@ -147,10 +144,27 @@ def _blocks_read(block_tables: torch.Tensor, context_lens: torch.Tensor, bs: int
     return torch.arange(block_tables.shape[1], device=block_tables.device)[None, :] < need[:, None]
 
 
-def _check_block_ids(block_tables: torch.Tensor, context_lens: torch.Tensor, bs: int, num_blocks: int) -> None:
-    """Every block a row reads must exist in the pool: ids in [0, num_blocks - 1]."""
-    ids = block_tables[_blocks_read(block_tables, context_lens, bs)].long()   # the entries rows really read
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_blocks):
+def _check_lengths_and_block_ids(block_tables: torch.Tensor, context_lens: torch.Tensor, bs: int,
+                                 num_blocks: int) -> None:
+    """Every length must be in [0, max_blocks * bs], and every block a row reads (its first
+    ceil(context_len / bs) table entries) must exist in the pool: ids in [0, num_blocks - 1].
+    On the CPU this runs in numpy, on views of the same memory: it runs before every decode step's
+    kernel call, and torch's fixed cost per operation made it take ~100 us, 10 % of a step."""
+    max_blocks = block_tables.shape[1]
+    if block_tables.device.type == "cpu" and context_lens.device.type == "cpu":
+        tables = block_tables.detach().numpy().astype(np.int64, copy=False)       # (N, max_blocks)
+        lens = context_lens.detach().numpy().astype(np.int64, copy=False)         # (N,)
+    else:
+        tables, lens = block_tables.long(), context_lens.long().to(block_tables.device)
+    if len(lens) and (int(lens.min()) < 0 or int(lens.max()) > max_blocks * bs):
+        raise ValueError(f"context_lens: every length must be in [0, max_blocks * block_size = "
+                         f"{max_blocks * bs}]; got lengths from {int(lens.min())} to {int(lens.max())}")
+    if isinstance(tables, np.ndarray):
+        read = np.arange(max_blocks)[None, :] < (lens[:, None] + bs - 1) // bs    # the entries rows really read
+    else:
+        read = _blocks_read(tables, lens, bs)
+    if bool((((tables < 0) | (tables >= num_blocks)) & read).any()):
+        ids = tables[read]
         raise ValueError(f"block_tables: the blocks a row reads (its first ceil(context_len / block_size) "
                          f"entries) must be in [0, {num_blocks - 1}] (the pool has {num_blocks} blocks); "
                          f"got ids from {int(ids.min())} to {int(ids.max())}")
@@ -287,7 +301,7 @@ def _run_kernel(q, key_blocks, value_blocks, block_tables, context_lens, num_thr
     lens = context_lens.to("cpu", torch.int64).contiguous()        # (N,)
     if any(t.device.type != "cpu" or t.dtype != q.dtype for t in (kb, vb)):   # never hand C a pointer it misreads
         raise RuntimeError("the C kernel needs q, key_blocks and value_blocks as CPU tensors of one dtype")
-    out = torch.zeros_like(q)
+    out = torch.empty_like(q)                                       # the kernel writes every number of it
     if N == 0:
         return out
     max_len = int(lens.max())

@@ -31,7 +31,7 @@
         The helpers sleep between calls, ready to be woken.
 
    C checks nothing: Python checks every shape, dtype, device and block id before the call
-   (paged_attention._check_inputs and _check_block_ids). Only blocks 0 .. ceil(L / BS) - 1 of
+   (paged_attention._check_inputs and _check_lengths_and_block_ids). Only blocks 0 .. ceil(L / BS) - 1 of
    a row's table are read, and of its last block only the first L - (nblk - 1) * BS slots are
    used: entries and slots past them never reach the answer (they may hold anything, even NaN).
 
