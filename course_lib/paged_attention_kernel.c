@@ -175,8 +175,10 @@ static void attend(const real *restrict qg, const real *restrict key_blocks, con
    The helpers are started on first use and then kept, asleep, for the calls that follow (each
    compiled shape keeps its own, at most nthreads - 1): starting a thread costs tens of
    microseconds, and on a busy machine a new thread waits behind every other runnable one,
-   where a sleeping one that is woken runs at once. After fork() the child has no helpers
-   (pthread_atfork below), and starts its own.
+   where a sleeping one that is woken runs at once. A job reaches a helper through the helper's
+   own mailbox, one atomic exchange: the caller never waits for a lock that a helper holds (a
+   helper the operating system pauses while holding a shared lock would stall every caller for
+   milliseconds). After fork() the child has no helpers (pthread_atfork below) and starts its own.
    Built with -DUSE_THREADS=0 (no pthreads here), the caller does every item itself. */
 #ifndef USE_THREADS
 #define USE_THREADS 1
@@ -197,8 +199,7 @@ typedef struct {
   atomic_llong next;                              /* the next item nobody has taken */
   atomic_llong done;                              /* items finished */
   atomic_int slots;                               /* scratch slots handed out */
-  atomic_int refs;                                /* threads still holding the job */
-  int wanted, joined;                             /* helpers asked for, and joined (under pool_lock) */
+  atomic_int refs;                                /* holds on the job: the caller's, and one per mailbox it is in */
   pthread_mutex_t lock;
   pthread_cond_t finished;                        /* signalled when done reaches items */
 #endif
@@ -235,66 +236,84 @@ static void let_go(job_t *job) {                  /* the last thread holding the
   }
 }
 
-/* the pool: one job on offer at a time; a helper joins each offer at most once */
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
-static job_t *offered;                            /* the job helpers may join (NULL: none) */
-static long offers;                               /* jobs offered so far */
-static int helpers;                               /* helpers started in this process */
+/* the pool: helper h sleeps until a job lands in pool[h].mailbox */
+#define MAX_HELPERS 255
+typedef struct {
+  _Atomic(job_t *) mailbox;                       /* a job for this helper, with a hold on it (NULL: none) */
+  pthread_mutex_t lock;                           /* only for sleeping on `wake` */
+  pthread_cond_t wake;
+} helper_t;
+static helper_t pool[MAX_HELPERS];
+static int helpers;                               /* helpers started in this process (under start_lock) */
+static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;   /* callers only: never held by a helper */
 static pthread_once_t fork_handlers = PTHREAD_ONCE_INIT;
 
-static void *helper(void *unused) {
-  (void)unused;
-  long seen = 0;
-  pthread_mutex_lock(&pool_lock);
+static void *helper(void *arg) {
+  helper_t *h = (helper_t *)arg;
+  pthread_mutex_lock(&h->lock);
   for (;;) {
-    while (offers == seen) pthread_cond_wait(&pool_wake, &pool_lock);   /* asleep until an offer */
-    seen = offers;
-    job_t *job = offered;
-    if (job == NULL || job->joined >= job->wanted) continue;
-    job->joined++;
-    atomic_fetch_add(&job->refs, 1);              /* taken under pool_lock: the job cannot vanish */
-    pthread_mutex_unlock(&pool_lock);
+    job_t *job = atomic_exchange(&h->mailbox, NULL);
+    if (job == NULL) {
+      pthread_cond_wait(&h->wake, &h->lock);      /* asleep until a caller signals */
+      continue;
+    }
+    pthread_mutex_unlock(&h->lock);
     work(job);
-    let_go(job);
-    pthread_mutex_lock(&pool_lock);
+    let_go(job);                                  /* the hold the mailbox gave us */
+    pthread_mutex_lock(&h->lock);
   }
   return NULL;
 }
 
-static void fork_prepare(void) { pthread_mutex_lock(&pool_lock); }
-static void fork_parent(void) { pthread_mutex_unlock(&pool_lock); }
+static void fork_prepare(void) { pthread_mutex_lock(&start_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&start_lock); }
 static void fork_child(void) {                    /* only the forking thread lives on in the child */
-  helpers = 0, offered = NULL;
-  pthread_cond_init(&pool_wake, NULL);
-  pthread_mutex_unlock(&pool_lock);
+  helpers = 0;                                    /* (the slots are set up afresh as helpers start) */
+  pthread_mutex_unlock(&start_lock);
 }
 static void add_fork_handlers(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
 
-/* Offer `job` to nthreads - 1 helpers, starting those the pool lacks. */
-static void offer(job_t *job, int nthreads) {
+/* Hand `job` to nthreads - 1 helpers (starting those the pool lacks); returns how many got it. */
+static int offer(job_t *job, int nthreads) {
   pthread_once(&fork_handlers, add_fork_handlers);
-  pthread_mutex_lock(&pool_lock);
-  while (helpers < nthreads - 1) {
+  const int want = nthreads - 1 < MAX_HELPERS ? nthreads - 1 : MAX_HELPERS;
+  pthread_mutex_lock(&start_lock);
+  while (helpers < want) {
+    helper_t *h = &pool[helpers];
+    atomic_init(&h->mailbox, NULL);
+    pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->wake, NULL);
     pthread_t tid;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);   /* nobody joins a helper */
-    const int failed = pthread_create(&tid, &attr, helper, NULL);
+    const int failed = pthread_create(&tid, &attr, helper, h);
     pthread_attr_destroy(&attr);
     if (failed) break;                            /* fewer helpers: the same answer */
     helpers++;
   }
-  job->wanted = nthreads - 1 < helpers ? nthreads - 1 : helpers, job->joined = 0;
-  offered = job, offers++;
-  for (int h = 0; h < job->wanted; h++) pthread_cond_signal(&pool_wake);
-  pthread_mutex_unlock(&pool_lock);
+  const int n = want < helpers ? want : helpers;
+  pthread_mutex_unlock(&start_lock);
+  for (int i = 0; i < n; i++) {
+    helper_t *h = &pool[i];
+    atomic_fetch_add(&job->refs, 1);              /* the mailbox's hold */
+    job_t *old = atomic_exchange(&h->mailbox, job);
+    if (old != NULL) let_go(old);                 /* a job its helper never picked up (another caller's) */
+    if (pthread_mutex_trylock(&h->lock) == 0) {   /* asleep (or about to be): wake it */
+      pthread_cond_signal(&h->wake);
+      pthread_mutex_unlock(&h->lock);
+    }                                             /* busy: it looks in its mailbox when it is done. (In
+                                                     the instant between its look and its sleep it misses
+                                                     this call; the caller then does more itself.) */
+  }
+  return n;
 }
 
-static void withdraw(job_t *job) {                /* no helper joins it from now on */
-  pthread_mutex_lock(&pool_lock);
-  if (offered == job) offered = NULL;
-  pthread_mutex_unlock(&pool_lock);
+static void withdraw(job_t *job, int n) {         /* take the job back from mailboxes nobody emptied */
+  for (int i = 0; i < n; i++) {
+    job_t *expected = job;
+    if (atomic_compare_exchange_strong(&pool[i].mailbox, &expected, NULL)) let_go(job);
+  }
 }
 #endif
 
@@ -323,12 +342,12 @@ int paged_attention(const real *q,                /* (N, nh, HD)                
   atomic_init(&job->refs, 1);                     /* the caller's hold */
   pthread_mutex_init(&job->lock, NULL);
   pthread_cond_init(&job->finished, NULL);
-  if (nthreads > 1) offer(job, nthreads);
+  const int offered = nthreads > 1 ? offer(job, nthreads) : 0;
   work(job);                                      /* the caller works too */
   pthread_mutex_lock(&job->lock);                 /* then waits for the items helpers took */
   while (atomic_load(&job->done) < job->items) pthread_cond_wait(&job->finished, &job->lock);
   pthread_mutex_unlock(&job->lock);
-  if (nthreads > 1) withdraw(job);
+  withdraw(job, offered);
   let_go(job);
 #else
   for (int64_t w = 0; w < job->items; w++) do_item(job, w, job->scratch);
