@@ -347,13 +347,7 @@ class Scheduler:
         Rejecting a beam rejects its request: every beam of the search is freed."""
         if req.search is not None:
             req = self._stop_search(req.search)
-        self.reserved.pop(req.rid, None)
-        if req in self._running:
-            self._running.remove(req)
-            self._release_slot(req)
-            self.store.free(req.rid)
-        if req in self._waiting:
-            self._waiting.remove(req)
+        self._leave(req)
         req.state, req.finish_reason, req.rejection = State.REJECTED, reason, kind
         self.rejected.append(req)
         self.events.append(("reject", req.rid))
@@ -361,14 +355,20 @@ class Scheduler:
     def finish(self, req: Request, reason: str) -> None:
         """The engine calls this when a request's last token is out. (A beam search's request
         holds nothing by then; a sample that stopped at its first token may still be waiting.)"""
+        self._leave(req)
+        req.state, req.finish_reason = State.FINISHED, reason
+        self.finished.append(req)
+
+    def _leave(self, req: Request) -> None:
+        """Off the queues for good: out of the batch (slot released, KV freed) or out of the
+        waiting queue, with any slots it had reserved."""
+        self.reserved.pop(req.rid, None)
         if req in self._running:
             self._running.remove(req)
             self._release_slot(req)
             self.store.free(req.rid)
         elif req in self._waiting:
             self._waiting.remove(req)
-        req.state, req.finish_reason = State.FINISHED, reason
-        self.finished.append(req)
 
     def preempt(self, req: Request) -> None:
         """Take a running request off the device: swap its KV to CPU memory, or
