@@ -152,18 +152,20 @@ def _check_lengths_and_block_ids(block_tables: torch.Tensor, context_lens: torch
     kernel call, and torch's fixed cost per operation made it take ~100 us, 10 % of a step."""
     max_blocks = block_tables.shape[1]
     if block_tables.device.type == "cpu" and context_lens.device.type == "cpu":
-        tables = block_tables.detach().numpy().astype(np.int64, copy=False)       # (N, max_blocks)
-        lens = context_lens.detach().numpy().astype(np.int64, copy=False)         # (N,)
+        tables = block_tables.numpy().astype(np.int64, copy=False)                 # (N, max_blocks)
+        lens = context_lens.numpy().astype(np.int64, copy=False)                   # (N,)
     else:
         tables, lens = block_tables.long(), context_lens.long().to(block_tables.device)
     if len(lens) and (int(lens.min()) < 0 or int(lens.max()) > max_blocks * bs):
         raise ValueError(f"context_lens: every length must be in [0, max_blocks * block_size = "
                          f"{max_blocks * bs}]; got lengths from {int(lens.min())} to {int(lens.max())}")
     if isinstance(tables, np.ndarray):
-        read = np.arange(max_blocks)[None, :] < (lens[:, None] + bs - 1) // bs    # the entries rows really read
+        read = np.arange(0, max_blocks * bs, bs) < lens[:, None]      # entry j is read when j * bs < length
+        bad = (tables.view(np.uint64) >= num_blocks) & read          # a negative id, seen unsigned, is huge
     else:
         read = _blocks_read(tables, lens, bs)
-    if bool((((tables < 0) | (tables >= num_blocks)) & read).any()):
+        bad = ((tables < 0) | (tables >= num_blocks)) & read
+    if bool(bad.any()):
         ids = tables[read]
         raise ValueError(f"block_tables: the blocks a row reads (its first ceil(context_len / block_size) "
                          f"entries) must be in [0, {num_blocks - 1}] (the pool has {num_blocks} blocks); "
