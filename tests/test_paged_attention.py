@@ -268,6 +268,23 @@ def test_gather_checks_the_blocks_a_row_reads_and_ignores_the_rest():
         torch.testing.assert_close(paged_attention(q, kb, vb, unused, lens, impl=impl), good, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.uint8])
+def test_block_ids_of_any_integer_dtype_are_checked_alike(dtype):
+    """The ids check runs in numpy on CPU tensors (negative ids seen unsigned are out of range):
+    every integer dtype of block_tables and context_lens gives the same verdict and message."""
+    q, kb, vb, _, _ = random_paged(2, 4, 2, 8, 4, 3, 6, seed=0)
+    lens = torch.tensor([5, 12], dtype=dtype)                              # row 0 reads 2 entries, row 1 all 3
+    pa._check_inputs(q, kb, vb, torch.tensor([[0, 1, 99], [2, 3, 4]], dtype=dtype), lens)   # 99: never read
+    with pytest.raises(ValueError, match=r"block_tables: .*\[0, 5\].*from 0 to 6"):
+        pa._check_inputs(q, kb, vb, torch.tensor([[0, 6, 1], [2, 3, 4]], dtype=dtype), lens)
+    if dtype != torch.uint8:
+        with pytest.raises(ValueError, match=r"from -1 to 4"):
+            pa._check_inputs(q, kb, vb, torch.tensor([[0, 1, 1], [2, -1, 4]], dtype=dtype), lens)
+    with pytest.raises(ValueError, match="context_lens: every length"):
+        pa._check_inputs(q, kb, vb, torch.tensor([[0, 1, 1], [2, 3, 4]], dtype=dtype),
+                         torch.tensor([5, 13], dtype=dtype))
+
+
 def test_ignored_slots_may_hold_nan():
     """Slots past a row's length (the tail of its last block, blocks it does not read) are
     never part of the answer, even when they hold NaN: the kernel never reads them, and
