@@ -91,7 +91,7 @@ from course_lib.kernel_build import (  # noqa: F401  (CACHE_ENV ... RETRY_AFTER_
 IMPLS = ("auto", "kernel", "triton", "gather")   # kernel: the C kernel (CPU); triton: the GPU kernel
 PARALLEL_MIN_WORK = 1 << 20     # multiply-adds (rows x heads x keys x head_dim) below which the kernel uses one thread
 KERNEL_MAX_SCRATCH_BYTES = 1 << 30   # per-thread scratch the kernel may ask for; above it, the gather path serves
-KERNEL_TILE_TOKENS = 256        # TILE_TOKENS in paged_attention_kernel.c (tokens per softmax tile)
+KERNEL_TILE_TOKENS = 128        # TILE_TOKENS in paged_attention_kernel.c (tokens per softmax tile)
 
 
 # ---- shapes and checks ------------------------------------------------------------

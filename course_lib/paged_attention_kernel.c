@@ -15,7 +15,7 @@
         tile of blocks at a time, with a running max m and a running sum l per query head (see
         tile_step), so a tile's keys and values are read together, once, and no row of scores is
         stored: the scratch memory does not grow with the context.
-     3. Several blocks at once: the tile's TB blocks (about 256 tokens) are read side by side, keys
+     3. Several blocks at once: the tile's TB blocks (about 128 tokens) are read side by side, keys
         and then values, so the memory has TB requests in flight instead of one (a row's blocks lie
         anywhere in the pool: the hardware cannot run ahead from one block into the next; reading
         them side by side measured ~1.3x the bandwidth of one after the other), and their scores
@@ -57,7 +57,7 @@ typedef SCALAR real;
    and that many blocks are read at once (step 3), short enough that the tile's scores (REP x TILE
    numbers) stay in the L1 cache from the keys' product to the values'. */
 #ifndef TILE_TOKENS
-#define TILE_TOKENS 256                                 /* try -DTILE_TOKENS=16 (one block) or 64 */
+#define TILE_TOKENS 128                                 /* try -DTILE_TOKENS=16 (one block) or 512 */
 #endif
 #define TB (BS >= TILE_TOKENS ? 1 : TILE_TOKENS / BS)   /* blocks per tile */
 #define TILE (TB * BS)                                  /* tokens per tile */

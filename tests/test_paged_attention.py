@@ -93,7 +93,7 @@ def test_kernel_equals_contiguous_sdpa(N, heads, hd, bs, max_blocks, seed):
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
 @pytest.mark.parametrize("bs", [1, 4, 16, 32, 64, 128])
 def test_kernel_long_contexts_cross_many_tiles(bs, dtype, tol):
-    """The kernel's online softmax takes a tile of blocks (about 256 tokens) at a time: contexts of
+    """The kernel's online softmax takes a tile of blocks (about 128 tokens) at a time: contexts of
     many tiles, ending on a tile's edge, one past it, one short of it and mid-block, with 1, 2 and 3
     threads; TinyLM's head shape and head_dim 128 with 8 kv heads (32 query heads)."""
     tile = bs if bs >= pa.KERNEL_TILE_TOKENS else pa.KERNEL_TILE_TOKENS // bs * bs
@@ -115,7 +115,7 @@ def test_kernel_running_max_rises_and_falls(direction):
     rescaled each time); scores that shrink never do. Both match the reference, with large scores
     (up to ~100) that would overflow exp without the max."""
     g = torch.Generator().manual_seed(11)
-    N, nh, nkv, hd, bs, L = 2, 4, 2, 32, 16, 1000                           # 4 tiles of 256 tokens
+    N, nh, nkv, hd, bs, L = 2, 4, 2, 32, 16, 1000                           # 8 tiles of 128 tokens
     q = torch.randn(N, nh, hd, generator=g)
     K = torch.randn(N, L, nkv, hd, generator=g) * 0.1
     ramp = direction * torch.linspace(-3, 3, L)                                   # (L,)
