@@ -1,8 +1,8 @@
 """ipywidgets panels. Every value from a control is validated before use, and a
 bad value shows a one-line message in red naming the parameter; a learner never
 sees a traceback, and never a figure or a number that no longer matches the
-controls: while a value is bad the figures are greyed out (and their numbers with
-them), and the message goes as soon as its cause does.
+controls: while a value is bad the figures are greyed out and the numbers give way
+to the message, which goes as soon as its cause does.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def fmt_value(v) -> str:
     (74.39999999999999 -> 74.4), text unchanged."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return str(v)
-    if isinstance(v, int) or (v == v and abs(v) != float("inf") and float(v).is_integer() and abs(v) < 1e15):
+    if isinstance(v, int) or (v.is_integer() and abs(v) < 1e15):      # (nan and inf are not integers)
         return str(int(v))
     return f"{v:.4g}"
 
@@ -115,9 +115,8 @@ def table_html(fig) -> str:
     columns = [list(c) for c in (t.cells.values or [])]
     n_rows = max((len(c) for c in columns), default=0)
     n_cols = max(len(header), len(columns))
-    header_fill = _pick(t.header.fill.color, 0, 0, "#e8eef7")
     align = lambda part, c, r: _pick(part.align, c, r, "left")              # noqa: E731
-    head = "".join(f'<th style="text-align:{align(t.header, c, 0)};background:{_pick(t.header.fill.color, c, 0, header_fill)}">'
+    head = "".join(f'<th style="text-align:{align(t.header, c, 0)};background:{_pick(t.header.fill.color, c, 0, "#e8eef7")}">'
                    f"{_plain(header[c]) if c < len(header) else ''}</th>" for c in range(n_cols))
     rows = []
     for r in range(n_rows):
@@ -148,13 +147,13 @@ class Panel:
     below the figures, cleared at the next update.
 
     A ValueError becomes a red one-line message (naming the parameter: the update
-    raises it so) and the figures and output below it are greyed out, since they no
-    longer match the controls; any other error too (with its type), never a
-    traceback. The next good value clears the message and redraws.
+    raises it so), the figures below it are greyed out, since they no longer match
+    the controls, and the output area is emptied; any other error too (with its
+    type), never a traceback. The next good value clears the message and redraws.
 
     `cache`: remember the results of that many recent settings (only for an `update`
     whose results depend on the values alone, not on a clock), so coming back to
-    a setting is instant.
+    a setting is instant (what the first run printed is not printed again).
     """
 
     def __init__(self, controls: dict[str, W.Widget], update: Callable[..., Any], columns: int = 3,
@@ -195,20 +194,12 @@ class Panel:
                               f"{body}</div>")
 
     def _mark(self, state: str) -> None:
-        """Grey (or un-grey) what the controls no longer match."""
+        """Grey (or un-grey) what the controls no longer match. (add_class and remove_class do
+        nothing, and send nothing, when the class is already there or already gone.)"""
         for w in (self.figure_box, self.output):
-            for cls in ("course-stale", "course-busy"):
-                want = (cls == "course-stale" and state == "error") or (cls == "course-busy" and state == "busy")
-                if want and cls not in w._dom_classes:
-                    w.add_class(cls)
-                elif not want and cls in w._dom_classes:
-                    w.remove_class(cls)
-        busy = state == "busy"
-        for w in (self.message, self.note):
-            if busy and "course-busy" not in w._dom_classes:
-                w.add_class("course-busy")
-            elif not busy and "course-busy" in w._dom_classes:
-                w.remove_class("course-busy")
+            (w.add_class if state == "error" else w.remove_class)("course-stale")
+        for w in (self.figure_box, self.output, self.message, self.note):
+            (w.add_class if state == "busy" else w.remove_class)("course-busy")
 
     def _run(self, values: dict):
         key = tuple(sorted(values.items())) if self.cache_size else None
