@@ -81,11 +81,6 @@ def request_table(result, title: str | None = None):
     return fig
 
 
-def timeline_for_panel(result, title: str | None = None):
-    """The slot timeline of the panel (plots.timeline: its legend sits under the x axis's title)."""
-    return timeline(result, title=title)
-
-
 def batching_panel(model, prompt_lens: str = "12, 12, 12, 4", output_lens: str = "24, 20, 22, 4",
                    arrivals: str = "0, 0, 0, 5", policy: str = "prefill-first", max_running: int = 4,
                    budget: int = 32, step_mode: str = "packed", kv_capacity: int = 0) -> Panel:
@@ -129,6 +124,6 @@ def batching_panel(model, prompt_lens: str = "12, 12, 12, 4", output_lens: str =
         preempted, rejected = sum(r.num_preemptions for r in res.requests), len(res.rejected)
         if preempted or rejected:
             status += f"; {preempted} preemption(s), {rejected} rejected (see the table)"
-        return status, [timeline_for_panel(res, title=f"{policy}: who computes what, step by step"), request_table(res)]
+        return status, [timeline(res, title=f"{policy}: who computes what, step by step"), request_table(res)]
 
     return Panel(controls, update, columns=3)
