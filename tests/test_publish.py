@@ -200,6 +200,17 @@ def test_plan_fits_every_slide_and_sends_the_rest_to_notes_and_details():
     assert [re.sub("<[^>]+>", "", t) for t in titles] == ["A lesson", "1. A section", "1.1 A sub-section"]
 
 
+def test_text_after_code_opens_a_slide_unless_it_is_a_remark_that_fits():
+    c = nbformat.v4
+    nb = c.new_notebook(cells=[c.new_markdown_cell("## A section\n\nIntro."), c.new_code_cell("x = 1"),
+                               c.new_markdown_cell("A new idea, with code of its own."), c.new_code_cell("y = 2"),
+                               c.new_markdown_cell("A short remark on the result.")])
+    publish.mark_slides(nb)
+    slides = slide_plan.plan(slide_plan.deck_items(nb, "t"))
+    assert [[b.kind for b in s.blocks] for s in slides] == [["heading", "para", "code"], ["para", "code", "para"]]
+    assert [s.kind for s in slides] == ["slide", "subslide"]
+
+
 @pytest.fixture(scope="module")
 def decks(tmp_path_factory):
     """Every lesson's deck, from its stored outputs."""

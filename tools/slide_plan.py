@@ -758,13 +758,13 @@ def deck_items(nb, prefix: str, live: dict | None = None) -> list:
             opens = bool(blocks) and blocks[0][0] == "heading"
             if (kind in ("slide", "subslide") or last == "code") and not opens:
                 # the author's new slide, or text after code: a new idea, unless this is only a
-                # remark on the results above (no code follows it before the next heading): then
-                # it stays beside them if it fits
+                # remark on the results above (a heading later in the cell, or no code cell next):
+                # then it stays beside them if it fits
                 nxt = next((c for c in nb.cells[n + 1:]
                             if c.get("metadata", {}).get("slideshow", {}).get("slide_type") not in ("skip", "notes")),
                            None)
                 remark = (any(b[0] == "heading" for b in blocks) or nxt is None or nxt.cell_type != "code")
-                items.append((IDEA, remark))
+                items.append((IDEA, True if remark else None))     # True: its height, filled in below
             start = len(items)
             for blk in blocks:
                 if blk[0] == "heading":
