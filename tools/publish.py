@@ -127,11 +127,11 @@ def mark_slides(nb) -> int:
 
 # --------------------------------------------------------------------------- outputs -> static HTML
 
-def make_static(nb, prefix: str, font_size: int | None = None, live: dict | None = None):
+def make_static(nb, prefix: str, live: dict | None = None):
     """A copy of the notebook whose figures and widgets render without a kernel or network."""
     nb = copy.deepcopy(nb)
     state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    figures = Figures(prefix, font_size)
+    figures = Figures(prefix)
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue

@@ -58,6 +58,7 @@ from __future__ import annotations
 import copy
 import html
 import re
+from urllib.parse import quote as url_quote
 
 import nbformat
 
@@ -608,24 +609,19 @@ def output_blocks(out: dict, state: dict, figures: "Figures", live: dict) -> lis
     for mime in ("image/png", "image/jpeg", "image/svg+xml"):
         if mime in data:
             src = (f"data:{mime};base64,{_text(data[mime]).strip()}" if mime != "image/svg+xml" else
-                   "data:image/svg+xml;charset=utf-8," + _url_quote(_text(data[mime])))
+                   "data:image/svg+xml;charset=utf-8," + url_quote(_text(data[mime])))
             return [Block(f'<img class="course-img" src="{src}" style="max-height:{FIG_DEFAULT}px">',
                           FIG_DEFAULT + GAP, kind="image")]
     if "text/html" in data:
         fragment = _text(data["text/html"])
         return [zoom_block(fragment, _html_height(fragment, 0), "course-html")]
     if "text/markdown" in data:
-        return [Block(md_html(_text(data["text/markdown"])), _html_height(md_html(_text(data["text/markdown"])), 0))]
+        fragment = md_html(_text(data["text/markdown"]))
+        return [Block(fragment, _html_height(fragment, 0))]
     if "text/plain" in data:
         b = text_block(_text(data["text/plain"]))
         return [b] if b else []
     return []
-
-
-def _url_quote(s: str) -> str:
-    from urllib.parse import quote
-
-    return quote(s)
 
 
 # ---- static copies of outputs (publish.make_static draws the site's pages with them too)
