@@ -90,8 +90,7 @@ def shown(panel):
             figs.append(f.value)
         else:
             js = f.to_plotly_json()
-            figs.append(({k: v for k, v in t.items() if k != "uid"} for t in js["data"]))
-            figs[-1] = [list(figs[-1]), js["layout"]]
+            figs.append([[{k: v for k, v in t.items() if k != "uid"} for t in js["data"]], js["layout"]])
     return re.sub(r' data-kernel-ms="\d+"', "", panel.message.value), panel.note.value, figs
 
 
@@ -116,17 +115,21 @@ def _set(panel, values: dict):
 
 
 @pytest.fixture
-def stand_in_steps(monkeypatch):
-    """How many steps ScheduleOnly answered (so a test knows the fast path really ran)."""
+def forward_steps(monkeypatch):
+    """How many steps ScheduleOnly and TinyLM itself answered, so a test knows that the fast panel
+    and the panel with compute_tokens=True each really ran the path it compares."""
     from course_lib.widgets.scheduling import ScheduleOnly
 
-    calls = []
-    inner = ScheduleOnly.forward_ctx
-    monkeypatch.setattr(ScheduleOnly, "forward_ctx", lambda self, *a: calls.append(1) or inner(self, *a))
+    calls = {"stand-in": 0, "model": 0}
+    for cls, key in ((ScheduleOnly, "stand-in"), (type(MODEL), "model")):
+        def counted(self, *args, _inner=cls.forward_ctx, _key=key, **kwargs):
+            calls[_key] += 1
+            return _inner(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "forward_ctx", counted)
     return calls
 
 
-def test_scheduling_panel_without_the_forward_pass_shows_what_a_model_run_shows(stand_in_steps):
+def test_scheduling_panel_without_the_forward_pass_shows_what_a_model_run_shows(forward_steps):
     fast = scheduling_panel(MODEL, trace="documents", max_running=4, budget=64)
     slow = scheduling_panel(MODEL, trace="documents", max_running=4, budget=64, compute_tokens=True)
     for panel in (fast, slow):
@@ -139,7 +142,7 @@ def test_scheduling_panel_without_the_forward_pass_shows_what_a_model_run_shows(
             _set(panel, values)
         assert fast.state == slow.state == "ok", (values, fast.message.value)
         assert shown(fast) == shown(slow), values
-    assert len(stand_in_steps) > 100
+    assert forward_steps["stand-in"] > 100 and forward_steps["model"] > 100, forward_steps
 
 
 @pytest.mark.parametrize("key, changes", [
@@ -147,7 +150,7 @@ def test_scheduling_panel_without_the_forward_pass_shows_what_a_model_run_shows(
     ("b", [{}, {"prefix_caching": True}, {"preemption": "swap"}, {"policy": "prefill-first"}]),
     ("c", [{}, {"policy": "chunked", "max_tokens_per_step": 64}, {"max_running": 4}]),
 ])
-def test_incident_panel_without_the_forward_pass_shows_what_a_model_run_shows(key, changes, stand_in_steps):
+def test_incident_panel_without_the_forward_pass_shows_what_a_model_run_shows(key, changes, forward_steps):
     fast, slow = incident_panel(MODEL, key), incident_panel(MODEL, key, compute_tokens=True)
     for panel in (fast, slow):
         panel.refresh()
@@ -157,7 +160,7 @@ def test_incident_panel_without_the_forward_pass_shows_what_a_model_run_shows(ke
                 panel.controls[name].value = value
         assert fast.state == slow.state == "ok", (values, fast.message.value)
         assert shown(fast) == shown(slow), values
-    assert len(stand_in_steps) > 100
+    assert forward_steps["stand-in"] > 100 and forward_steps["model"] > 100, forward_steps
 
 
 @pytest.mark.slow
