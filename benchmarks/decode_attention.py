@@ -212,7 +212,6 @@ def measure_cold(batch: int, context: int, repeat: int, bandwidth, device=None, 
         rec["kernels"][name] = {"best_s": min(ts), "median_s": median(ts), "rounds_s": ts,
                                 "bytes_per_s": nbytes / median(ts), "fraction_of_copy": fr.median,
                                 "fraction_of_copy_spread": fr.asdict()}
-    del copy_fn, layers, per_layer, step
     return rec
 
 
@@ -385,16 +384,16 @@ def run(quick: bool = False, progress=None, device=None) -> BenchResult:
         "contexts": list(cfg["contexts"]), "batches": list(cfg["batches"]), **SHAPE, "repeat": cfg["repeat"],
         "repeat at the target point": cfg["target_repeat"],
         "mixed lengths": f"batch {tb}, uniform in [{tc // 4}, {tc}] (mean {mixed['mean_len']:.0f})",
-        "bandwidth targets": "; ".join(f"{label}" for label, _ in BANDWIDTH_SHAPES) + " x "
+        "bandwidth targets": "; ".join(label for label, _ in BANDWIDTH_SHAPES) + " x "
                              + ", ".join(f"{t} thread(s)" for t in BANDWIDTH_THREADS)},
         [table, bw_table], targets, ratios, notes,
         data={"bandwidth": vars(bw), "grid": records, "mixed": mixed, "cold": cold_rows})
-    res.figures = figures(records, mixed, bw, cfg)
+    res.figures = figures(records, bw, cfg)
     res.seconds = time.perf_counter() - t_start
     return res
 
 
-def figures(records, mixed, bw, cfg) -> list:
+def figures(records, bw, cfg) -> list:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -415,7 +414,8 @@ def figures(records, mixed, bw, cfg) -> list:
                                          line=dict(color=palette[i % len(palette)])), row=1, col=col)
     for col in (1, 2):
         fig.add_hline(y=1.0, line_dash="dot", annotation_text="copy bandwidth", row=1, col=col)
-        fig.add_hline(y=0.6, line_dash="dash", line_color="gray", annotation_text="target 0.6", row=1, col=col)
+        fig.add_hline(y=BANDWIDTH_GOAL, line_dash="dash", line_color="gray", annotation_text=f"target {BANDWIDTH_GOAL}",
+                      row=1, col=col)
         fig.update_xaxes(type="log", dtick=math.log10(2), row=1, col=col)
     fig.update_xaxes(title_text="context (tokens)", row=1, col=1)
     fig.update_xaxes(title_text="batch", row=1, col=2)
