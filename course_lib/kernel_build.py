@@ -49,8 +49,8 @@ PAGED_ATTENTION_C = _read_kernel_source()      # print(PAGED_ATTENTION_C) shows 
 #
 # One shared library per shape (dtype, head_dim, block_size, heads per kv head), cached on disk in
 # $COURSE_KERNEL_CACHE (default: <temp folder>/course_lib_kernels_<uid>) under a name hashed from
-# the source, the compiler, the machine, its CPU (what -march=native means here: _native_target)
-# and the shape.
+# the source, the compiler, the machine, its C library, its CPU (what -march=native means here:
+# _native_target) and the shape.
 # What can go wrong, and what guards it:
 #
 #   two builders at once        a threading.Lock in the process, an fcntl lock file across processes;
