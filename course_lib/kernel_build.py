@@ -237,6 +237,10 @@ def _build(cc: str, defines: list[str], lib: str, deadline: float) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _too_slow(timeout: float) -> RuntimeError:
+    return RuntimeError(f"the C compiler took longer than {timeout:g} s (set {TIMEOUT_ENV} to allow more)")
+
+
 def _build_and_load(scalar: str, is_double: int, head_dim: int, block_size: int, rep: int):
     """Find this shape's library in the cache (rebuilding a missing or bad one) and load it."""
     if not PAGED_ATTENTION_C:
@@ -250,8 +254,7 @@ def _build_and_load(scalar: str, is_double: int, head_dim: int, block_size: int,
     try:
         target = _native_target(cc, deadline=time.monotonic() + timeout)
     except TimeoutError:
-        raise RuntimeError(f"the C compiler took longer than {timeout:g} s "
-                           f"(set {TIMEOUT_ENV} to allow more)") from None
+        raise _too_slow(timeout) from None
     # the machine's name and C library too: a library built against a newer glibc would not load on an older one
     ident = "\0".join([PAGED_ATTENTION_C, cc, platform.node(), platform.machine(), " ".join(platform.libc_ver()),
                        target, *defines])
@@ -261,8 +264,7 @@ def _build_and_load(scalar: str, is_double: int, head_dim: int, block_size: int,
             try:
                 _build(cc, defines, lib, deadline=time.monotonic() + timeout)
             except TimeoutError:
-                raise RuntimeError(f"the C compiler took longer than {timeout:g} s "
-                                   f"(set {TIMEOUT_ENV} to allow more)") from None
+                raise _too_slow(timeout) from None
         try:                        # loaded while we hold the lock: nobody can replace it meanwhile
             fn = ctypes.CDLL(lib).paged_attention
         except (OSError, AttributeError) as exc:
