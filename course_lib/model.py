@@ -78,7 +78,9 @@ class AttentionContext(Protocol):
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) * weight: LayerNorm without the mean subtraction or bias."""
+    """x / rms(x) * weight, rms(x) = sqrt(mean(x^2) + eps) over the features:
+    LayerNorm without the mean subtraction or bias. Computed in at least fp32,
+    as Llama does; F.rms_norm is that formula in one operation."""
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -88,8 +90,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         x32 = x.to(torch.promote_types(dtype, torch.float32))   # at least fp32 (fp64 stays fp64)
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
+        return self.weight * F.rms_norm(x32, x.shape[-1:], eps=self.eps).to(dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -119,36 +120,64 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
+def keep_stacked_apart(module: nn.Module, stacked: str, parts: dict[str, int]) -> None:
+    """Checkpoints keep the Linear `stacked` as separate matrices: `parts` (name -> rows, in order).
+
+    The model multiplies by one stacked matrix (one bigger GEMM instead of several small
+    ones: on a CPU or a GPU, a small model's step is made of many small operations, each
+    with a fixed cost), while its checkpoints use Hugging Face's names, so the same file
+    loads into both. state_dict() splits the stacked weight into its parts, and
+    load_state_dict() stacks the parts back: vLLM's weight loader does the same for its
+    QKVParallelLinear and MergedColumnParallelLinear."""
+    def split(mod, state, prefix, local_metadata):              # after state_dict() collected the weights
+        weight = state.pop(prefix + stacked + ".weight")
+        for name, piece in zip(parts, weight.split(list(parts.values()))):
+            state[prefix + name + ".weight"] = piece.clone()       # its own memory: a file can hold it
+    def stack(mod, state, prefix, *_):                             # before load_state_dict() reads them
+        names = [prefix + name + ".weight" for name in parts]
+        if all(n in state for n in names):
+            state[prefix + stacked + ".weight"] = torch.cat([state.pop(n) for n in names])
+    module.register_state_dict_post_hook(split)
+    module.register_load_state_dict_pre_hook(stack)
+
+
 class Attention(nn.Module):
+    """Grouped-query attention. q, k and v come out of one matrix multiply: qkv_proj
+    stacks Llama's q_proj, k_proj and v_proj (nh + 2 nkv heads of hd rows; checkpoints
+    keep them apart, see keep_stacked_apart)."""
+
     def __init__(self, cfg: TinyLMConfig, layer: int):
         super().__init__()
         self.layer, self.nh, self.nkv, self.hd = layer, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, self.nh * self.hd, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.nkv * self.hd, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.nkv * self.hd, bias=False)
+        self.qkv_proj = nn.Linear(cfg.hidden_size, (self.nh + 2 * self.nkv) * self.hd, bias=False)
         self.o_proj = nn.Linear(self.nh * self.hd, cfg.hidden_size, bias=False)
+        keep_stacked_apart(self, "qkv_proj", {"q_proj": self.nh * self.hd, "k_proj": self.nkv * self.hd,
+                                              "v_proj": self.nkv * self.hd})
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.nh, self.hd)             # (B, T, nh, hd)
-        k = self.k_proj(x).view(B, T, self.nkv, self.hd)            # (B, T, nkv, hd)
-        v = self.v_proj(x).view(B, T, self.nkv, self.hd)            # (B, T, nkv, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = ctx.attend(self.layer, q, k, v)                        # (B, T, nh, hd)
+        qkv = self.qkv_proj(x).view(B, T, self.nh + 2 * self.nkv, self.hd)   # (B, T, nh + 2 nkv, hd)
+        qk = apply_rope(qkv[:, :, :self.nh + self.nkv], cos, sin)            # rotate q's and k's heads at once
+        q, k = qk.split([self.nh, self.nkv], dim=2)                          # (B, T, nh, hd), (B, T, nkv, hd)
+        v = qkv[:, :, self.nh + self.nkv:]                                   # (B, T, nkv, hd)
+        out = ctx.attend(self.layer, q, k, v)                                # (B, T, nh, hd)
         return self.o_proj(out.reshape(B, T, self.nh * self.hd))
 
 
 class MLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
+    """SwiGLU: down(silu(gate(x)) * up(x)); gate_up_proj stacks gate_proj and up_proj
+    (one matrix multiply; checkpoints keep them apart, see keep_stacked_apart)."""
 
     def __init__(self, cfg: TinyLMConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        keep_stacked_apart(self, "gate_up_proj", {"gate_proj": cfg.intermediate_size,
+                                                  "up_proj": cfg.intermediate_size})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)                     # (..., intermediate) each
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -205,18 +234,24 @@ class TinyLM(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
 
-    def forward_ctx(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+    def forward_ctx(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: AttentionContext,
+                    keep: torch.Tensor | None = None) -> torch.Tensor:
         """The core forward pass. input_ids, positions: (B, T) -> logits (B, T, vocab).
 
         A packed batch is B = 1 with every sequence's new tokens side by side;
-        `ctx` knows which tokens belong to which sequence.
+        `ctx` knows which tokens belong to which sequence. keep: (K,) token indices
+        whose logits are wanted (a packed step samples only each sequence's last token);
+        then the logits are (B, K, vocab) and the final norm and lm_head run on those
+        tokens alone (vLLM and Hugging Face's logits_to_keep do the same).
         """
         self._check_ids(input_ids, positions)
         x = self.model.embed_tokens(input_ids)                       # (B, T, hidden)
         cos, sin = self.model.rotary_emb(positions, x.dtype)         # (B, T, hd)
         for layer in self.model.layers:
             x = layer(x, cos, sin, ctx)
-        return self.lm_head(self.model.norm(x))                      # (B, T, vocab)
+        if keep is not None:
+            x = x[:, keep.to(x.device)]                              # (B, K, hidden)
+        return self.lm_head(self.model.norm(x))                      # (B, T or K, vocab)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cache: DenseKVCache | None = None) -> torch.Tensor:

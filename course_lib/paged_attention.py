@@ -280,45 +280,84 @@ def paged_attention_kernel(q: torch.Tensor, key_blocks: torch.Tensor, value_bloc
     run here raises RuntimeError (see kernel_unavailable_reason). `num_threads`: None
     follows torch.get_num_threads() for large work and uses one thread for small; never
     more than the N * nkv work items (one per row and kv head) or 256."""
-    _check_inputs(q, key_blocks, value_blocks, block_tables, context_lens)
-    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
-                                    or num_threads < 1):
-        raise ValueError(f"num_threads: must be an integer >= 1 or None; got {num_threads!r}")
-    return _run_kernel(q, key_blocks, value_blocks, block_tables, context_lens, num_threads)
+    return KernelCall(q, key_blocks, value_blocks, block_tables, context_lens, num_threads)(q, key_blocks, value_blocks)
 
 
-def _run_kernel(q, key_blocks, value_blocks, block_tables, context_lens, num_threads=None) -> torch.Tensor:
-    """paged_attention_kernel on inputs _check_inputs has passed."""
-    reason = kernel_unavailable_reason(q, key_blocks)
-    if reason:
-        raise RuntimeError(reason)
-    N, nh, hd = q.shape
-    nkv, bs = key_blocks.shape[1], key_blocks.shape[-1]
-    rep = nh // nkv
-    fn = _load_kernel(*_DTYPES[q.dtype], hd, bs, rep)
-    # C reads raw memory: every array it gets is a contiguous CPU tensor of the dtype it was built for.
-    q = q.contiguous()                                                # (N, nh, hd)
-    kb, vb = key_blocks.contiguous(), value_blocks.contiguous()     # the pool's own layout: no copy
-    tables = block_tables.to("cpu", torch.int64).contiguous()      # (N, max_blocks)
-    lens = context_lens.to("cpu", torch.int64).contiguous()        # (N,)
-    if any(t.device.type != "cpu" or t.dtype != q.dtype for t in (kb, vb)):   # never hand C a pointer it misreads
-        raise RuntimeError("the C kernel needs q, key_blocks and value_blocks as CPU tensors of one dtype")
-    out = torch.empty_like(q)                                       # the kernel writes every number of it
-    if N == 0:
+class KernelCall:
+    """The C kernel, prepared once for one step's rows and run for every layer.
+
+    Every layer of a model step attends over the same rows: the same block tables and
+    context lengths; only q and the layer's blocks change. So what costs most around the
+    kernel is done here once per step, not once per layer: the checks (every block id a
+    row reads, _check_lengths_and_block_ids), the compiled kernel for this shape, the
+    tables as contiguous int64, the thread count. Calling it (once per layer) checks only
+    that q and the blocks have the shapes and dtype it was prepared for. vLLM builds its
+    attention metadata once per step for the same reason.
+
+        call = KernelCall(q, key_blocks, value_blocks, block_tables, context_lens)  # layer 0's tensors
+        out = call(q, key_blocks, value_blocks)       # (N, nh, hd), for each layer's q and blocks
+
+    Raises ValueError/TypeError on bad input, RuntimeError when the kernel cannot run here.
+    checked=True: the caller has run _check_inputs on these very tensors already."""
+
+    def __init__(self, q: torch.Tensor, key_blocks: torch.Tensor, value_blocks: torch.Tensor,
+                 block_tables: torch.Tensor, context_lens: torch.Tensor, num_threads: int | None = None,
+                 checked: bool = False):
+        if not checked:
+            _check_inputs(q, key_blocks, value_blocks, block_tables, context_lens)
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                        or num_threads < 1):
+            raise ValueError(f"num_threads: must be an integer >= 1 or None; got {num_threads!r}")
+        reason = kernel_unavailable_reason(q, key_blocks)
+        if reason:
+            raise RuntimeError(reason)
+        N, nh, hd = q.shape
+        nkv, bs = key_blocks.shape[1], key_blocks.shape[-1]
+        rep = nh // nkv
+        self.fn = _load_kernel(*_DTYPES[q.dtype], hd, bs, rep)
+        self.q_shape, self.dtype = tuple(q.shape), q.dtype
+        self.key_shape, self.value_shape = tuple(key_blocks.shape), tuple(value_blocks.shape)
+        # C reads raw memory: every array it gets is a contiguous CPU tensor of the dtype it was built for.
+        self.tables = block_tables.to("cpu", torch.int64).contiguous()        # (N, max_blocks)
+        self.lens = context_lens.to("cpu", torch.int64).contiguous()          # (N,)
+        self.max_len = int(self.lens.max()) if N else 0
+        scratch = kernel_scratch_bytes(rep, hd, bs, q.element_size())         # per thread, whatever the context
+        if scratch > KERNEL_MAX_SCRATCH_BYTES:
+            raise RuntimeError(f"the C kernel would need {scratch / 2**20:.0f} MiB of scratch per thread "
+                               f"(more than KERNEL_MAX_SCRATCH_BYTES = {KERNEL_MAX_SCRATCH_BYTES / 2**20:.0f} MiB)")
+        self.scratch = scratch
+        if num_threads is None:     # small work: waking a second thread costs more than it saves
+            num_threads = torch.get_num_threads() if N * nh * self.max_len * hd >= PARALLEL_MIN_WORK else 1
+        self.num_threads = max(1, min(num_threads, N * nkv, 256))   # no thread without a work item
+        self.scale = 1.0 / math.sqrt(hd)
+
+    def __call__(self, q: torch.Tensor, key_blocks: torch.Tensor, value_blocks: torch.Tensor) -> torch.Tensor:
+        """q (N, nh, hd) and one layer's key_blocks, value_blocks -> (N, nh, hd)."""
+        for name, t, shape in (("q", q, self.q_shape), ("key_blocks", key_blocks, self.key_shape),
+                               ("value_blocks", value_blocks, self.value_shape)):
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != self.dtype \
+                    or t.device.type != "cpu":
+                raise ValueError(f"{name}: must be a CPU {self.dtype} tensor of shape {shape}, as the KernelCall "
+                                 f"was prepared for; got " + (f"{t.dtype} {tuple(t.shape)} on {t.device}"
+                                                             if isinstance(t, torch.Tensor) else type(t).__name__))
+        q = q.contiguous()                                                # (N, nh, hd)
+        kb, vb = key_blocks.contiguous(), value_blocks.contiguous()     # the pool's own layout: no copy
+        out = torch.empty_like(q)                                       # the kernel writes every number of it
+        if q.shape[0] == 0:
+            return out
+        N, nh, _ = q.shape
+        status = self.fn(q.data_ptr(), kb.data_ptr(), vb.data_ptr(), self.tables.data_ptr(), self.lens.data_ptr(),
+                         out.data_ptr(), N, nh, kb.shape[1], self.tables.shape[1], self.max_len, self.scale,
+                         self.num_threads)
+        if status != 0:
+            raise RuntimeError(f"the C kernel could not allocate its scratch memory "
+                               f"({self.scratch / 2**20:.1f} MiB per thread)")
         return out
-    max_len = int(lens.max())
-    scratch = kernel_scratch_bytes(rep, hd, bs, q.element_size())     # per thread, whatever the context
-    if scratch > KERNEL_MAX_SCRATCH_BYTES:
-        raise RuntimeError(f"the C kernel would need {scratch / 2**20:.0f} MiB of scratch per thread "
-                           f"(more than KERNEL_MAX_SCRATCH_BYTES = {KERNEL_MAX_SCRATCH_BYTES / 2**20:.0f} MiB)")
-    if num_threads is None:     # small work: waking a second thread costs more than it saves
-        num_threads = torch.get_num_threads() if N * nh * max_len * hd >= PARALLEL_MIN_WORK else 1
-    num_threads = min(num_threads, N * nkv, 256)   # no thread without a work item (each holds its own scratch)
-    status = fn(q.data_ptr(), kb.data_ptr(), vb.data_ptr(), tables.data_ptr(), lens.data_ptr(), out.data_ptr(),
-                N, nh, nkv, tables.shape[1], max_len, 1.0 / math.sqrt(hd), int(num_threads))
-    if status != 0:
-        raise RuntimeError(f"the C kernel could not allocate its scratch memory ({scratch / 2**20:.1f} MiB per thread)")
-    return out
+
+
+def _run_kernel(q, key_blocks, value_blocks, block_tables, context_lens) -> torch.Tensor:
+    """paged_attention_kernel on inputs _check_inputs has passed."""
+    return KernelCall(q, key_blocks, value_blocks, block_tables, context_lens, checked=True)(q, key_blocks, value_blocks)
 
 
 # ---- the fast path on a GPU: a Triton kernel (course_lib/paged_attention_triton.py) -----------------

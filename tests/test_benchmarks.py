@@ -276,3 +276,21 @@ def test_transformers_contender_gives_the_engine_tokens_on_a_tiny_trace():
         assert any(o[-1] == EOS for o in ours["outputs"].values())             # stories end on the model's <EOS>
     finally:
         torch.set_num_threads(prev)
+
+
+def test_gemm_floor_times_each_step_shape_once_and_counts_it_per_step(monkeypatch):
+    import torch
+
+    from benchmarks import peer
+    from course_lib.model import TinyLMConfig, build_model
+    model = build_model(TinyLMConfig(), seed=0)
+    shapes = []
+    real = torch.nn.functional.linear
+    monkeypatch.setattr(torch.nn.functional, "linear", lambda x, w: shapes.append((x.shape[0], w.shape[0])) or real(x, w))
+    assert peer.gemm_floor(model, []) == 0
+    floor = peer.gemm_floor(model, [(4, 1), (4, 1), (8, 0)], repeat=1)
+    layers = model.config.num_hidden_layers
+    assert floor > 0
+    assert len(shapes) == 2 * 4 * layers + 1                              # two distinct shapes; lm_head only with rows
+    assert shapes.count((1, model.config.vocab_size)) == 1
+    assert {n for n, _ in shapes} == {4, 8, 1}

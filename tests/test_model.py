@@ -77,3 +77,33 @@ def test_packed_step_through_reference_store_equals_padded_forward(model64):
         start = 0 if i == 0 else 5
         assert torch.allclose(logits[0, start:start + len(p)], alone[0], atol=1e-10)
     assert store.num_cached(0) == 5 and store.num_cached(1) == 2
+
+
+def test_keep_gives_the_same_logits_for_the_rows_kept(model64):
+    """forward_ctx(..., keep=rows): the final norm and lm_head run on those tokens alone, with
+    the very logits a full forward gives them."""
+    ids = torch.tensor([[257, 5, 9, 13, 200, 7]])
+    full = model64(ids)                                                     # (1, 6, V)
+    from course_lib.model import PaddedContext
+    kept = model64.forward_ctx(ids, torch.arange(6)[None], PaddedContext(torch.ones(1, 6, dtype=torch.long)),
+                               keep=torch.tensor([1, 5]))                  # (1, 2, V)
+    assert kept.shape == (1, 2, full.shape[-1])
+    torch.testing.assert_close(kept[0], full[0, [1, 5]])
+
+
+def test_checkpoints_keep_hugging_faces_separate_matrices(model64):
+    """qkv_proj and gate_up_proj are single matrices in the model, but state_dict() gives
+    q_proj, k_proj, v_proj, gate_proj, up_proj (Hugging Face's names) and loads them back."""
+    state = model64.state_dict()
+    names = {k.split(".", 3)[-1] for k in state if k.startswith("model.layers.0.")}
+    assert names == {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                     "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+                     "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight"}
+    attn = model64.model.layers[0].self_attn
+    q_rows = attn.nh * attn.hd
+    assert torch.equal(state["model.layers.0.self_attn.q_proj.weight"], attn.qkv_proj.weight[:q_rows])
+    fresh = build_model(model64.config, seed=2, weights="random", dtype=torch.float64)
+    assert not torch.equal(fresh.model.layers[0].self_attn.qkv_proj.weight, attn.qkv_proj.weight)
+    fresh.load_state_dict(state)                                           # strict: every name matched
+    assert torch.equal(fresh.model.layers[0].self_attn.qkv_proj.weight, attn.qkv_proj.weight)
+    assert torch.equal(fresh.model.layers[1].mlp.gate_up_proj.weight, model64.model.layers[1].mlp.gate_up_proj.weight)

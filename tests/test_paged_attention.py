@@ -400,10 +400,44 @@ def test_the_store_falls_back_when_the_kernel_fails_at_run_time(capsys, monkeypa
 
     def broken(*args, **kwargs):
         raise RuntimeError("the kernel broke")
-    monkeypatch.setattr(pa, "_run_kernel", broken)
+    monkeypatch.setattr(pa.KernelCall, "__call__", broken)          # prepared fine, fails when it runs
     monkeypatch.setattr(pa, "_notice_shown", False)
     torch.testing.assert_close(step("auto"), good, atol=1e-5, rtol=1e-5)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "readable gather path (the kernel broke)" in err[0]
     with pytest.raises(RuntimeError, match="the kernel broke"):
         step("kernel")
+
+
+@needs_kernel
+def test_a_kernel_call_is_prepared_once_and_checks_what_each_layer_gives_it():
+    """KernelCall: the block tables are checked once; each call gives the kernel's answer for
+    that layer's q and blocks, and refuses tensors of another shape or dtype."""
+    q, kb, vb, tables, lens = random_paged(5, 4, 2, 8, 4, 3, 12, seed=7)
+    call = pa.KernelCall(q, kb, vb, tables, lens)
+    for layer_seed in (1, 2):                                   # another layer: other q and blocks, same rows
+        q2, kb2, vb2, _, _ = random_paged(5, 4, 2, 8, 4, 3, 12, seed=layer_seed)
+        torch.testing.assert_close(call(q2, kb2, vb2), contiguous_reference(q2, kb2, vb2, tables, lens),
+                                   atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="q: must be a CPU torch.float32 tensor of shape"):
+        call(q[:4], kb, vb)
+    with pytest.raises(ValueError, match="value_blocks"):
+        call(q, kb, vb.double())
+    with pytest.raises(ValueError, match="block_tables"):
+        pa.KernelCall(q, kb, vb, tables.clone().fill_(99), lens)      # bad ids are refused when it is made
+
+
+@needs_kernel
+def test_a_paged_step_checks_its_block_tables_once_for_all_layers(monkeypatch):
+    """The engine's step on the C kernel checks the step's block ids once, not once per layer."""
+    from course_lib.kv.paged import PagedKVStore
+    from course_lib.kv.step import PackedStep
+    from course_lib.model import TinyLMConfig, build_model
+    model = build_model(TinyLMConfig(), seed=0)
+    store = PagedKVStore.for_model(model, capacity=256, block_size=16, max_model_len=128, attention="kernel")
+    store.add(0, [1, 2, 3, 4, 5], 20)
+    calls = []
+    real = pa._check_lengths_and_block_ids
+    monkeypatch.setattr(pa, "_check_lengths_and_block_ids", lambda *a: calls.append(1) or real(*a))
+    PackedStep(model, store, [(0, [1, 2, 3, 4, 5])], grow=True).run()
+    assert model.config.num_hidden_layers > 1 and len(calls) == 1

@@ -482,10 +482,11 @@ class Scheduler:
             plan = self.policy.plan(self)
             self._check_plan(plan)
             self._work = [[r, n] for r, n in plan.work]
+            items = {id(it[0]): it for it in self._work}           # request -> its [request, n_tokens]
             # 1. running requests grow first, most important first (FCFS: oldest)
             for r in sorted((r for r, _ in plan.work if r.state is State.RUNNING), key=self.key):
-                item = next((it for it in self._work if it[0] is r), None)
-                if item is not None and r.state is State.RUNNING:
+                if r.state is State.RUNNING:                         # not preempted by a request before it
+                    item = items[id(r)]
                     self._reserve(r, r.num_computed + item[1])
             # 2. newcomers, in the plan's order; the first that does not fit closes admission
             for r in plan.admit:
@@ -493,7 +494,7 @@ class Scheduler:
                     self.admission_closed = True
                     self._work = [item for item in self._work if item[0] is not r]
                     continue
-                item = next((it for it in self._work if it[0] is r), None)
+                item = items.get(id(r))
                 if item is not None:
                     item[1] = min(item[1], r.remaining)        # a prefix-cache hit shortens the work
                     if not self._reserve(r, r.num_computed + item[1]):

@@ -54,7 +54,8 @@ from course_lib.device import check_fits
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage, StepContext
 from course_lib.kv.pool_views import BlockSegment, PoolSnapshot
 from course_lib.kv.prefix_cache import ROOT_ENTRY, ROOT_HASH, PrefixCache, block_hash
-from course_lib.paged_attention import IMPLS, fast_impl, gather_kv, notice, paged_attention, unavailable_reason
+from course_lib.paged_attention import (IMPLS, KernelCall, fast_impl, gather_kv, notice, paged_attention,
+                                        unavailable_reason)
 from course_lib.validate import check_bool, check_callable, check_choice, check_int, check_ints
 
 MAX_BLOCK_SIZE = 256
@@ -384,9 +385,14 @@ class PagedKVStore(KVStore):
     def write_slots(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Scatter k, v (n, nkv, hd) into flat `slots` (n,) of one layer."""
         slots = slots.to(self.device)
-        blk, off = slots // self.block_size, slots % self.block_size        # (n,), (n,)
-        self.key_blocks(layer)[blk, :, :, off] = k.to(self.dtype)           # (n, nkv, hd) into (nb, nkv, hd, bs)
-        self.value_blocks(layer)[blk, :, off, :] = v.to(self.dtype)         # (n, nkv, hd) into (nb, nkv, bs, hd)
+        self.write_blocks(layer, slots // self.block_size, slots % self.block_size, k, v)
+
+    def write_blocks(self, layer: int, blocks: torch.Tensor, offsets: torch.Tensor, k: torch.Tensor,
+                     v: torch.Tensor) -> None:
+        """Token i of k, v (n, nkv, hd) goes to slot offsets[i] of block blocks[i] ((n,) each, on the
+        store's device): write_slots with the slots already split, as a step does once for all layers."""
+        self.key_blocks(layer)[blocks, :, :, offsets] = k.to(self.dtype)      # (n, nkv, hd) into (nb, nkv, hd, bs)
+        self.value_blocks(layer)[blocks, :, offsets, :] = v.to(self.dtype)    # (n, nkv, hd) into (nb, nkv, bs, hd)
 
     def write(self, layer: int, seq_id: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store k, v (n, nkv, hd) at positions start .. start+n-1 (through the slot mapping)."""
@@ -610,7 +616,9 @@ class PagedStepContext(StepContext):
     and for every new token a row of (block table, context length). Per layer:
     scatter the new keys/values into their slots, then paged attention over the
     pool: the fast kernel (C on the CPU, Triton on a GPU) reads the blocks in place;
-    the readable path gathers each sequence's blocks and runs causal SDPA.
+    the readable path gathers each sequence's blocks and runs causal SDPA. The C
+    kernel is prepared (checked, its tables converted) at the first layer and reused
+    by the others (paged_attention.KernelCall).
     """
 
     def __init__(self, store: PagedKVStore, batch: list[tuple[int, int]]):
@@ -629,30 +637,50 @@ class PagedStepContext(StepContext):
             lens += range(start + 1, start + n + 1)                   # query at position p sees p + 1 keys
         dev = store.device
         self.slots = torch.tensor(slots, dtype=torch.long, device=dev)                             # (N,)
+        self.blocks, self.offsets = self.slots // bs, self.slots % bs                              # (N,) each
         width = max((len(store.seqs[s].table) for s, _ in batch), default=0)
         tables = {s: store.seqs[s].table + [0] * (width - len(store.seqs[s].table)) for s, _ in batch}
         self.block_tables = torch.tensor([tables[s] for s in rows], dtype=torch.long,
                                          device=dev).reshape(len(rows), width)                     # (N, max_blocks)
         self.context_lens = torch.tensor(lens, dtype=torch.long, device=dev)                       # (N,)
+        self.kernel: KernelCall | None = None   # the C kernel prepared for this step's rows (CPU fast path)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q (1, N, nh, hd); k, v (1, N, nkv, hd) -> (1, N, nh, hd)."""
         store: PagedKVStore = self.store
-        store.write_slots(layer, self.slots, k[0], v[0])
+        store.write_blocks(layer, self.blocks, self.offsets, k[0], v[0])
         kb, vb = store.key_blocks(layer), store.value_blocks(layer)
+        dtype, q = q.dtype, q[0].to(store.dtype)                                  # q: (N, nh, hd)
         if self.impl is None:
-            self.impl = store.resolved_attention(q.shape[2])
+            self.impl = store.resolved_attention(q.shape[1])
+            if self.impl == "kernel":      # checked and prepared once; every layer reuses it
+                self.kernel = self._fast_path(lambda: KernelCall(q, kb, vb, self.block_tables, self.context_lens))
+        if self.kernel is not None:
+            out = self._fast_path(lambda: self.kernel(q, kb, vb))
+            if out is not None:
+                return out.to(dtype)[None]                                        # (1, N, nh, hd)
         if self.impl != "gather":     # 'auto': a kernel failing at run time falls back to gather, with a notice
-            out = paged_attention(q[0].to(store.dtype), kb, vb, self.block_tables, self.context_lens,
-                                  impl=store.attention)
-            return out.to(q.dtype)[None]                                          # (1, N, nh, hd)
+            out = paged_attention(q, kb, vb, self.block_tables, self.context_lens, impl=store.attention)
+            return out.to(dtype)[None]                                            # (1, N, nh, hd)
         out = torch.empty_like(q)
         offset = 0
         for (seq_id, n), start in zip(self.batch, self.starts):
             K, V = gather_kv(kb, vb, store.seqs[seq_id].table, start + n)          # (L, nkv, hd) copies
-            out[0, offset:offset + n] = sequence_attention(q[0, offset:offset + n], K, V)   # (n, nh, hd)
+            out[offset:offset + n] = sequence_attention(q[offset:offset + n], K, V)   # (n, nh, hd)
             offset += n
-        return out
+        return out.to(dtype)[None]
+
+    def _fast_path(self, run: Callable):
+        """run(); if the kernel cannot run (RuntimeError) and the store's attention is 'auto',
+        say so once and switch this step to the gather path (returns None); else raise."""
+        try:
+            return run()
+        except RuntimeError as exc:
+            if self.store.attention != "auto":
+                raise
+            notice(str(exc) or type(exc).__name__)
+            self.impl, self.kernel = "gather", None
+            return None
 
     def commit(self) -> None:
         super().commit()

@@ -58,7 +58,7 @@ class PackedStep:
     def run(self) -> torch.Tensor:
         """Run the model, commit the new tokens' K/V, and return the logits of each
         sequence's LAST new token: (S, V), in batch order."""
-        logits = self.model.forward_ctx(self.ids, self.positions, self.ctx)          # (1, N, V)
-        self.ctx.commit()
         ends = torch.tensor([n for _, n in self.sizes]).cumsum(0) - 1                # (S,) last token of each
-        return logits[0, ends.to(logits.device)]                                     # (S, V)
+        logits = self.model.forward_ctx(self.ids, self.positions, self.ctx, keep=ends)   # (1, S, V)
+        self.ctx.commit()
+        return logits[0]                                                             # (S, V)

@@ -67,8 +67,9 @@ class ScheduleOnly:
     def __getattr__(self, name):                 # device, parameters(), ...: TinyLM's own
         return getattr(self._model, name)
 
-    def forward_ctx(self, input_ids, positions, ctx):
-        return torch.zeros(*input_ids.shape, self.config.vocab_size, device=input_ids.device)
+    def forward_ctx(self, input_ids, positions, ctx, keep=None):
+        rows = input_ids.shape[1] if keep is None else len(keep)
+        return torch.zeros(input_ids.shape[0], rows, self.config.vocab_size, device=input_ids.device)
 
 
 def uses_no_token_values(requests, clock) -> bool:
