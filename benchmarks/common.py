@@ -136,13 +136,10 @@ def env_line(env: dict) -> str:
 
 # ---- timing -----------------------------------------------------------------------
 def time_interleaved(contenders: dict[str, Callable[[], Any]], repeat: int = 10, warmup: int = 1,
-                     device: torch.device | None = None, before: dict[str, Callable[[], Any]] | None = None,
-                     ordered: bool = False) -> dict[str, list[float]]:
+                     device: torch.device | None = None, ordered: bool = False) -> dict[str, list[float]]:
     """Seconds per call of each contender, round by round (every contender once per round),
-    synced on a GPU. `before[name]`, if given, runs (untimed) before each timed call of that
-    contender, e.g. to evict the caches. Returns name -> the `repeat` times, sorted (fastest first),
-    or in round order with ordered=True (to pair rounds: `Spread.ratio`)."""
-    before = before or {}
+    synced on a GPU. Returns name -> the `repeat` times, sorted (fastest first), or in round
+    order with ordered=True (to pair rounds: `Spread.ratio`)."""
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"repeat: must be an integer >= 1; got {repeat!r}")
     device = device or get_device()
@@ -152,8 +149,6 @@ def time_interleaved(contenders: dict[str, Callable[[], Any]], repeat: int = 10,
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeat):
         for name, fn in contenders.items():
-            if name in before:
-                before[name]()
             synchronize(device)
             t0 = time.perf_counter()
             fn()

@@ -18,7 +18,8 @@ def tiny_config(layers: int = 2, max_len: int = 64) -> TinyLMConfig:
 
 
 def tiny_model(seed: int, layers: int = 2, max_len: int = 64, dtype: torch.dtype = torch.float32):
-    """A tiny TinyLM with seeded random weights (float64: greedy argmax cannot flip on a near-tie)."""
+    """A tiny TinyLM with seeded random weights, float32 unless `dtype` says otherwise (pass
+    torch.float64 where greedy argmax must not flip on a near-tie)."""
     return build_model(tiny_config(layers, max_len), seed=seed, dtype=dtype, weights="random")
 
 

@@ -239,3 +239,23 @@ def test_a_running_beam_search_counts_once_among_the_schedulers_requests(model64
     running = [r for r in eng.scheduler.running]
     assert len(running) == 4, "3 beams and request 1 hold batch slots"
     assert sorted(r.rid for r in eng.scheduler.requests()) == [0, 1]
+
+
+def test_a_request_preempted_after_its_samples_forked_comes_back_needing_one_slot(model64):
+    """Its samples are ordinary requests by then: readmitted, it must not keep n - 1 slots
+    for samples that will never fork again (they would sit idle until it leaves)."""
+    store = paged(model64, num_blocks=14)
+    eng = Engine(model64, store=store, max_running=4, max_tokens_per_step=64)
+    req = Request(prompt=list(range(1, 9)), max_new_tokens=30, n=3, temperature=1.0, seed=5, rid=0)
+    eng.submit(req)
+    readmitted = []
+    while eng.step() is not None:
+        if req.num_preemptions and req.state is State.RUNNING and req.output:
+            readmitted.append(dict(eng.scheduler.reserved))
+    assert req.num_preemptions > 0 and readmitted          # the case happened
+    assert all(0 not in r for r in readmitted)
+    res = eng.result()
+    assert [len(s) for s in res.samples()[0]] == [30, 30, 30]
+    for i, tokens in enumerate(res.samples()[0]):
+        assert tokens == alone(model64, req, i)
+    assert_no_leak(store)

@@ -293,10 +293,7 @@ class Engine:
     def _emit(self, r: Request, token: int, token_time: float, step: int) -> None:
         """A sampled token is out: append it, time it, and finish the request if it stops there."""
         r.output.append(token)
-        r.token_times.append(token_time)
-        r.token_steps.append(step)
-        if r.first_token_time is None:
-            r.first_token_time, r.first_token_step = token_time, step
+        r.token_out(token_time, step)
         reason = r.should_stop()
         if reason:
             self.scheduler.finish(r, reason)

@@ -53,11 +53,11 @@ def sample_seed(seed: int, index: int) -> int:
     return seed + index
 
 
-def fork_samples(engine: "Engine", req: Request, logits: torch.Tensor) -> list[Request]:
+def fork_samples(engine: "Engine", req: Request, logits: torch.Tensor) -> list[tuple[Request, int]]:
     """Fork the n - 1 other samples of `req` right after its prefill, before its own first
     token is appended. logits (V,): its last prompt token's, from which every sample draws
-    its first token with its own generator. Returns the new samples, each with its first
-    token (not yet checked for a stop: the engine does that for all of them)."""
+    its first token with its own generator. Returns (sample, its first token) pairs (the
+    tokens not yet appended nor checked for a stop: the engine does that for all of them)."""
     children = [req.fork(engine.new_rid(), seed=sample_seed(req.seed, i), parent_rid=req.rid, sample_index=i)
                 for i in range(1, req.n)]
     for child in children:
@@ -149,11 +149,7 @@ class BeamSearch:
         self.scores = [score for _, _, score in winners]
         finished = self.done(length)
         engine.scheduler.replace(members, [] if finished else children)   # fork the winners, free every old beam
-        head = self.head
-        head.token_times.append(token_time)
-        head.token_steps.append(step)
-        if head.first_token_time is None:
-            head.first_token_time, head.first_token_step = token_time, step
+        self.head.token_out(token_time, step)          # the search's request: a token out per step
         if finished:
             self.beams, self.scores = [], []
             self._end(engine, token_time, step)

@@ -169,11 +169,20 @@ class Request:
         """The longest this request can get: prompt + max_new_tokens tokens."""
         return len(self.prompt) + self.max_new_tokens
 
+    def token_out(self, time: float, step: int) -> None:
+        """A token of this request came out at clock `time`, in step `step` (its first: the TTFT)."""
+        self.token_times.append(time)
+        self.token_steps.append(step)
+        if self.first_token_time is None:
+            self.first_token_time, self.first_token_step = time, step
+
     @property
     def width(self) -> int:
-        """Batch slots this request needs at admission: n samples or beam_width beams
-        (1 for a sample or beam that is already forked)."""
-        return max(self.n, self.beam_width)
+        """Batch slots this request needs at admission: n samples or beam_width beams until
+        they fork (at its first token); 1 after that, and for a sample or beam itself. A
+        request preempted after its samples forked comes back alone; a restarted beam search
+        has no output again and needs its W slots again."""
+        return 1 if self.output else max(self.n, self.beam_width)
 
     @property
     def done(self) -> bool:

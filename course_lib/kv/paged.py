@@ -363,6 +363,18 @@ class PagedKVStore(KVStore):
         """A copy of the sequence's block table."""
         return list(self._seq(seq_id).table)
 
+    def writable_slots(self, seq_id: int, start: int, n: int) -> tuple[list[int], list[int]]:
+        """(block table, flat slots of positions start .. start+n-1) as plain lists, for a step
+        about to write those positions: their blocks are made private first (copy-on-write; a
+        no-op when `grow` already copied them). What a step's context needs for each sequence,
+        without a tensor per sequence (slot_mapping gives the same slots as a tensor)."""
+        self._ensure_private(seq_id, start, start + n)
+        table, bs = list(self._seq(seq_id).table), self.block_size
+        if start + n > len(table) * bs:
+            raise ValueError(f"n: sequence {seq_id} has room for {len(table) * bs} tokens, not {start + n}; "
+                             f"grow it first")
+        return table, [slot_of(table, p, bs) for p in range(start, start + n)]
+
     def slot_mapping(self, seq_id: int, start: int, n: int) -> torch.Tensor:
         """(n,) flat slots of positions start .. start+n-1 (block * block_size + offset)."""
         seq = self._seq(seq_id)
@@ -625,22 +637,18 @@ class PagedStepContext(StepContext):
         super().__init__(store, batch)
         self.impl: str | None = None            # decided at the first layer, once q's heads are known
         slots, rows, lens = [], [], []
-        bs = store.block_size
+        self.tables: dict[int, list[int]] = {}                       # seq_id -> its block table
         for (seq_id, n), start in zip(batch, self.starts):
-            store._ensure_private(seq_id, start, start + n)          # a no-op when grow already copied
-            table = store.seqs[seq_id].table
-            if start + n > len(table) * bs:
-                raise ValueError(f"batch: sequence {seq_id} has room for {len(table) * bs} tokens, not "
-                                 f"{start + n}; grow it first")
-            slots += [slot_of(table, p, bs) for p in range(start, start + n)]   # the slot_mapping, in plain Python
+            self.tables[seq_id], seq_slots = store.writable_slots(seq_id, start, n)
+            slots += seq_slots
             rows += [seq_id] * n
             lens += range(start + 1, start + n + 1)                   # query at position p sees p + 1 keys
-        dev = store.device
+        dev, bs = store.device, store.block_size
         self.slots = torch.tensor(slots, dtype=torch.long, device=dev)                             # (N,)
         self.blocks, self.offsets = self.slots // bs, self.slots % bs                              # (N,) each
-        width = max((len(store.seqs[s].table) for s, _ in batch), default=0)
-        tables = {s: store.seqs[s].table + [0] * (width - len(store.seqs[s].table)) for s, _ in batch}
-        self.block_tables = torch.tensor([tables[s] for s in rows], dtype=torch.long,
+        width = max((len(t) for t in self.tables.values()), default=0)
+        padded = {s: t + [0] * (width - len(t)) for s, t in self.tables.items()}
+        self.block_tables = torch.tensor([padded[s] for s in rows], dtype=torch.long,
                                          device=dev).reshape(len(rows), width)                     # (N, max_blocks)
         self.context_lens = torch.tensor(lens, dtype=torch.long, device=dev)                       # (N,)
         self.kernel: KernelCall | None = None   # the C kernel prepared for this step's rows (CPU fast path)
@@ -665,7 +673,7 @@ class PagedStepContext(StepContext):
         out = torch.empty_like(q)
         offset = 0
         for (seq_id, n), start in zip(self.batch, self.starts):
-            K, V = gather_kv(kb, vb, store.seqs[seq_id].table, start + n)          # (L, nkv, hd) copies
+            K, V = gather_kv(kb, vb, self.tables[seq_id], start + n)               # (L, nkv, hd) copies
             out[offset:offset + n] = sequence_attention(q[offset:offset + n], K, V)   # (n, nh, hd)
             offset += n
         return out.to(dtype)[None]
@@ -683,6 +691,7 @@ class PagedStepContext(StepContext):
             return None
 
     def commit(self) -> None:
-        super().commit()
-        for seq_id, _ in self.batch:
-            self.store._register_full_blocks(seq_id)
+        """The new tokens' keys and values are written: each sequence's cached length moves on,
+        and the blocks they filled enter the prefix cache (mark_computed)."""
+        for (seq_id, n), start in zip(self.batch, self.starts):
+            self.store.mark_computed(seq_id, start + n)
