@@ -52,7 +52,7 @@ from course_lib.device import get_device, seed_everything, synchronize  # noqa: 
 from course_lib.engine import Engine, requests_from_trace  # noqa: E402
 from course_lib.engine.metrics import percentile, ttft_tpot  # noqa: E402
 from course_lib.kv.paged import PagedKVStore  # noqa: E402
-from course_lib.model import TinyLMConfig, build_model  # noqa: E402
+from course_lib.model import Linear, TinyLMConfig, build_model  # noqa: E402
 from course_lib.tokenizer import EOS  # noqa: E402
 from course_lib.workloads import story_trace  # noqa: E402
 
@@ -188,22 +188,19 @@ def gemm_floor(model, step_shapes: list[tuple[int, int]], repeat: int = 3) -> fl
     shape. So transformers' time over this floor bounds the ratio any engine could reach:
     the attention, the cache and the scheduling are left out, as if they cost nothing."""
     dev, dtype = model.device, model.dtype
-    weights = [p for name, p in model.named_parameters() if p.dim() == 2 and "embed" not in name
-               and "lm_head" not in name]                                             # (out, in) each
-    head = model.lm_head.weight                                                        # (V, hidden)
-    hidden = model.config.hidden_size
+    layers = [m for layer in model.model.layers for m in layer.modules() if isinstance(m, Linear)]
 
     def once(n: int, rows: int) -> float:
-        xs = {w.shape[1]: torch.randn(max(n, 1), w.shape[1], device=dev, dtype=dtype) for w in weights}
-        h = torch.randn(max(rows, 1), hidden, device=dev, dtype=dtype)
+        xs = {m.in_features: torch.randn(max(n, 1), m.in_features, device=dev, dtype=dtype) for m in layers}
+        h = torch.randn(max(rows, 1), model.lm_head.in_features, device=dev, dtype=dtype)
         best = math.inf
         for _ in range(repeat):
             synchronize(dev)
             t0 = time.perf_counter()
-            for w in weights:
-                torch.nn.functional.linear(xs[w.shape[1]], w)                          # (N, out)
+            for m in layers:
+                m(xs[m.in_features])                                                    # (N, out)
             if rows:
-                torch.nn.functional.linear(h, head)                                   # (S, V)
+                model.lm_head(h)                                                        # (S, V)
             synchronize(dev)
             best = min(best, time.perf_counter() - t0)
         return best

@@ -120,8 +120,42 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
+class Linear(nn.Module):
+    """y = x W^T, no bias: nn.Linear's product, with W kept transposed, `weight_t` (in, out).
+
+    A decoding step multiplies a few rows by every matrix. For such thin products the CPU's
+    BLAS runs the plain product x @ weight_t up to ~1.8x faster than nn.Linear's x @ W^T on
+    an (out, in) matrix (with TinyLM's shapes: ~1.8x at 1-8 rows, ~1.2x at 64, even at 256).
+    Checkpoints keep Hugging Face's (out, in) `weight`: state_dict() transposes it back and
+    load_state_dict() transposes it in, so the same file loads into both."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight_t = nn.Parameter(torch.empty(in_features, out_features))       # (in, out)
+        self.register_state_dict_post_hook(self._weight_out)
+        self.register_load_state_dict_pre_hook(self._weight_in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight_t                                      # (..., in) -> (..., out)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """W (out, in), as nn.Linear and Hugging Face hold it (a transposed view)."""
+        return self.weight_t.t()
+
+    @staticmethod
+    def _weight_out(module, state, prefix, local_metadata):        # after state_dict() collected it
+        state[prefix + "weight"] = state.pop(prefix + "weight_t").t().contiguous()
+
+    @staticmethod
+    def _weight_in(module, state, prefix, *_):                    # before load_state_dict() reads it
+        if prefix + "weight" in state:
+            state[prefix + "weight_t"] = state.pop(prefix + "weight").t()
+
+
 def keep_stacked_apart(module: nn.Module, stacked: str, parts: dict[str, int]) -> None:
-    """Checkpoints keep the Linear `stacked` as separate matrices: `parts` (name -> rows, in order).
+    """Checkpoints keep the Linear `stacked` as separate matrices: `parts` (name -> output rows, in order).
 
     The model multiplies by one stacked matrix (one bigger GEMM instead of several small
     ones: on a CPU or a GPU, a small model's step is made of many small operations, each
@@ -149,8 +183,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: TinyLMConfig, layer: int):
         super().__init__()
         self.layer, self.nh, self.nkv, self.hd = layer, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.qkv_proj = nn.Linear(cfg.hidden_size, (self.nh + 2 * self.nkv) * self.hd, bias=False)
-        self.o_proj = nn.Linear(self.nh * self.hd, cfg.hidden_size, bias=False)
+        self.qkv_proj = Linear(cfg.hidden_size, (self.nh + 2 * self.nkv) * self.hd)
+        self.o_proj = Linear(self.nh * self.hd, cfg.hidden_size)
         keep_stacked_apart(self, "qkv_proj", {"q_proj": self.nh * self.hd, "k_proj": self.nkv * self.hd,
                                               "v_proj": self.nkv * self.hd})
 
@@ -170,8 +204,8 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: TinyLMConfig):
         super().__init__()
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size)
         keep_stacked_apart(self, "gate_up_proj", {"gate_proj": cfg.intermediate_size,
                                                   "up_proj": cfg.intermediate_size})
 
@@ -227,11 +261,13 @@ class TinyLM(nn.Module):
         super().__init__()
         self.config = cfg = cfg or TinyLMConfig()
         self.model = Backbone(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size)
         self.apply(self._init)
 
     def _init(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        if isinstance(module, Linear):
+            nn.init.normal_(module.weight_t, mean=0.0, std=self.config.initializer_range)
+        elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
 
     def forward_ctx(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: AttentionContext,

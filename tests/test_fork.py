@@ -255,7 +255,7 @@ def test_a_request_preempted_after_its_samples_forked_comes_back_needing_one_slo
     assert req.num_preemptions > 0 and readmitted          # the case happened
     assert all(0 not in r for r in readmitted)
     res = eng.result()
-    assert [len(s) for s in res.samples()[0]] == [30, 30, 30]
+    assert len(res.samples()[0]) == 3
     for i, tokens in enumerate(res.samples()[0]):
         assert tokens == alone(model64, req, i)
     assert_no_leak(store)
