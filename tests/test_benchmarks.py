@@ -279,7 +279,6 @@ def test_transformers_contender_gives_the_engine_tokens_on_a_tiny_trace():
 
 
 def test_gemm_floor_times_each_step_shape_once_and_counts_it_per_step(monkeypatch):
-    import torch
 
     from benchmarks import peer
     from course_lib.model import TinyLMConfig, build_model
