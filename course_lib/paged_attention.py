@@ -84,9 +84,10 @@ import numpy as np
 import torch
 
 from course_lib.attention import sdpa_attention
-from course_lib.device import check_device, get_device, synchronize
+from course_lib.device import check_device, get_device, time_interleaved
 from course_lib.kernel_build import (  # noqa: F401  (CACHE_ENV ... RETRY_AFTER_S: public, importable from here)
     CACHE_ENV, DEFAULT_COMPILE_TIMEOUT_S, KERNEL_SOURCE, PAGED_ATTENTION_C, RETRY_AFTER_S, TIMEOUT_ENV, _load_kernel)
+from course_lib.validate import check_int
 
 IMPLS = ("auto", "kernel", "triton", "gather")   # kernel: the C kernel (CPU); triton: the GPU kernel
 PARALLEL_MIN_WORK = 1 << 20     # multiply-adds (rows x heads x keys x head_dim) below which the kernel uses one thread
@@ -479,37 +480,13 @@ def decode_contenders(problem: dict) -> dict:
 
 
 def time_contenders(contenders: dict, repeat: int = 20, warmup: int = 2, threads: int | None = None,
-                    progress: bool = False, device=None) -> dict[str, list[float]]:
+                    device=None) -> dict[str, list[float]]:
     """Seconds per call of each contender, interleaved round by round so that a shared
-    machine's load hits every contender alike. `threads`: torch's thread count while timing
-    (the kernel follows it; None: leave it). `device`: where the work runs (default
-    get_device()); a GPU is synchronised before and after every call, so a time is the
-    work's, not the time it took to queue it. Returns name -> sorted list of times."""
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise ValueError(f"repeat: must be an integer >= 1; got {repeat!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads: must be an integer >= 1 or None; got {threads!r}")
-    import time
-    dev = check_device(device) if device is not None else get_device()
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        for fn in contenders.values():
-            for _ in range(warmup):
-                fn()
-        times = {name: [] for name in contenders}
-        rounds = range(repeat)
-        if progress:
-            from tqdm.auto import tqdm
-            rounds = tqdm(rounds, desc="timing", leave=False)
-        for _ in rounds:
-            for name, fn in contenders.items():
-                synchronize(dev)
-                t0 = time.perf_counter()
-                fn()
-                synchronize(dev)
-                times[name].append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(before)
-    return {name: sorted(ts) for name, ts in times.items()}
+    machine's load hits every contender alike (course_lib.device.time_interleaved, which
+    syncs a GPU around every call). `threads`: torch's thread count while timing (the
+    kernel follows it; None: leave it). Returns name -> the `repeat` times, sorted
+    (fastest first)."""
+    check_int("repeat", repeat, 1, 1000)
+    timings = time_interleaved(contenders, rounds=repeat, warmup=warmup, threads=threads,
+                               device=check_device(device) if device is not None else get_device())
+    return {name: sorted(t.seconds) for name, t in timings.items()}

@@ -30,6 +30,7 @@ import course_lib.kv.prefix_cache as prefix_cache
 import course_lib.kv.replay as replay
 import course_lib.kv.sizing as sizing
 import course_lib.padding as padding
+import course_lib.paged_attention as pa_mod
 import course_lib.plots.memory as pmem
 import course_lib.plots.padding as ppad
 import course_lib.plots.paging as ppag
@@ -245,6 +246,10 @@ ENTRIES: list[Entry] = [
     Entry("device.time_interleaved", device.time_interleaved, dict(contenders={"a": lambda: None}, rounds=1, warmup=0),
           {"contenders": [{}, 5, {"a": 5}, None, [lambda: None]], "rounds": POS_INT + [1001],
            "warmup": NONNEG_INT + [101], "threads": [0, 2.5, NAN, "2"], "number": POS_INT}),
+    Entry("paged_attention.time_contenders", pa_mod.time_contenders, dict(contenders={"a": lambda: None}, repeat=1,
+                                                                          warmup=0),
+          {"contenders": [{}, 5, {"a": 5}, None], "repeat": POS_INT + [1001], "warmup": NONNEG_INT + [101],
+           "threads": [0, 2.5, NAN, "2"], "device": ["gpu", 5]}),
     Entry("device.time_fn", device.time_fn, dict(fn=lambda: None, repeat=1, warmup=0),
           {"repeat": POS_INT, "warmup": NONNEG_INT}),
     # ---- KV stores: constructors ----
