@@ -298,3 +298,21 @@ def test_contention_trace_is_where_prefill_first_and_decode_first_differ():
         contention_trace(stream_prompt=(9, 3))
     with pytest.raises(ValueError, match="doc_prompt"):
         contention_trace(doc_prompt=2)
+
+
+def test_a_waiting_request_of_several_samples_takes_as_many_slots_at_once():
+    """A more important request with n = 3 arrives while 3 less important ones fill the 3 batch
+    slots: preemption makes room for all 3 of its samples in one step (it needs them together),
+    and every request still gets its solo tokens."""
+    low = [PriorityRequest(list(range(1, 6 + i)), 12, arrival=0.0, priority=0, rid=i, eos_id=None)
+           for i in range(3)]
+    high = PriorityRequest([9, 8, 7, 6], 5, arrival=2.0, priority=5, n=3, temperature=1.0, seed=4, rid=3)
+    res = run(low + [high], queue="priority", preempt=True, max_running=3, policy="prefill-first")
+    h = next(r for r in res.requests if r.rid == 3)
+    arrived_step = next(s.index for s in res.steps if s.start >= 2.0)
+    assert h.first_token_step == arrived_step                       # prefilled the step it could first run
+    assert sorted(v for _, v, f in res.config["priority_preemptions"] if f == 3) == [0, 1, 2]
+    for r in res.requests:
+        if r.rid in (0, 1, 2):
+            assert r.state is State.FINISHED and r.output == solo(r.prompt, 12)
+    assert len(res.samples()[3]) == 3 and all(len(t) == 5 for t in res.samples()[3])

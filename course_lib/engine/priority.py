@@ -40,7 +40,7 @@ from typing import Iterable
 from course_lib.engine.engine import Engine
 from course_lib.engine.metrics import EngineResult
 from course_lib.engine.queues import QueuePolicy, as_key, fcfs, queue_name
-from course_lib.engine.request import Request
+from course_lib.engine.request import Request, State
 from course_lib.engine.scheduler import Plan, Policy, Scheduler, make_policy
 from course_lib.validate import check_bool, check_float, check_int, check_type
 
@@ -111,14 +111,11 @@ class Preemptive(Policy):
         victims = sorted(s.running, key=s.key, reverse=True)   # least important first
         free = s.free_slots
         for i, w in enumerate(waiting):
-            if free >= w.width:
-                free -= w.width
-                if i == 0 and self.memory:
-                    self._make_memory(s, w, victims)
-                continue
-            if not victims or not self._outranks(s, w, victims[0]):
+            while free < w.width and victims and self._outranks(s, w, victims[0]):
+                free += self._preempt(s, victims.pop(0), w)     # n samples or W beams need that many slots
+            if free < w.width:
                 break
-            self._preempt(s, victims.pop(0), w)
+            free -= w.width
             if i == 0 and self.memory:
                 self._make_memory(s, w, victims)
         return self.base.plan(s)
@@ -135,9 +132,15 @@ class Preemptive(Policy):
         except ValueError:
             return True            # the store cannot judge this request; let admission decide
 
-    def _preempt(self, s: Scheduler, victim: Request, for_req: Request) -> None:
+    def _preempt(self, s: Scheduler, victim: Request, for_req: Request) -> int:
+        """Preempt `victim` for `for_req`; returns the batch slots that freed (0 if the victim
+        already went, as a beam does when another beam of its search is preempted)."""
+        if victim.state is not State.RUNNING:
+            return 0
+        before = s.free_slots
         s.preempt(victim)
         self.preemptions.append((s.now, victim.rid, for_req.rid))
+        return s.free_slots - before
 
     def __repr__(self) -> str:
         return f"Preemptive({self.base!r})"
