@@ -164,7 +164,8 @@ class Refusal:
 class _Monitor:
     """Mixin for any KVStore: records every refused add/grow (then re-raises)."""
 
-    def _init_monitor(self):
+    def start_monitor(self):
+        """Start recording: no refusal yet, the clock at step 0, time 0."""
         self.refusals: list[Refusal] = []
         self.clock_now = (0, 0.0)
 
@@ -201,7 +202,7 @@ def build_store(model, config: ServerConfig):
         from course_lib.kv.paged import PagedKVStore
         store = _monitored(PagedKVStore).for_model(model, capacity=config.kv_slots, block_size=config.block_size,
                                                   prefix_caching=config.prefix_caching)
-    store._init_monitor()
+    store.start_monitor()
     return store
 
 
