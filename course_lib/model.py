@@ -88,9 +88,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x32 = x.to(torch.promote_types(dtype, torch.float32))   # at least fp32 (fp64 stays fp64)
-        return self.weight * F.rms_norm(x32, x.shape[-1:], eps=self.eps).to(dtype)
+        if x.dtype in (torch.float32, torch.float64):          # the weight multiplies in the same precision
+            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+        x32 = x.float()                                         # half precision: normalise in fp32
+        return self.weight * F.rms_norm(x32, x.shape[-1:], eps=self.eps).to(x.dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -103,20 +104,21 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions (B, T) -> cos, sin (B, T, hd)."""
+        """positions (B, T) -> cos, sin (B, T, 1, hd): one angle per position and feature pair,
+        the same for every head (the 1 broadcasts over them)."""
         freqs = positions[..., None].float() * self.inv_freq        # (B, T, hd/2)
-        emb = torch.cat([freqs, freqs], dim=-1)                      # (B, T, hd)
+        emb = torch.cat([freqs, freqs], dim=-1)[:, :, None, :]       # (B, T, 1, hd)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) on the last dim: each feature pair (i, i + hd/2) turned by 90 degrees."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([-x2, x1], dim=-1)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, T, heads, hd); cos, sin (B, T, hd)."""
-    cos, sin = cos[:, :, None, :], sin[:, :, None, :]                # (B, T, 1, hd)
+    """x (B, T, heads, hd); cos, sin (B, T, 1, hd): each pair rotated by its position's angle."""
     return x * cos + rotate_half(x) * sin
 
 
@@ -282,7 +284,7 @@ class TinyLM(nn.Module):
         """
         self._check_ids(input_ids, positions)
         x = self.model.embed_tokens(input_ids)                       # (B, T, hidden)
-        cos, sin = self.model.rotary_emb(positions, x.dtype)         # (B, T, hd)
+        cos, sin = self.model.rotary_emb(positions, x.dtype)         # (B, T, 1, hd)
         for layer in self.model.layers:
             x = layer(x, cos, sin, ctx)
         if keep is not None:
