@@ -94,7 +94,7 @@ QUIZZES = {
         'unchanged. What is the most likely bug?',
         [
             Choice("The position ids count the <pad> slots, so each short prompt's real tokens start above position 0"
-                   ' and are rotated (RoPE) as if they came later in the text',
+                   ' and get the position embeddings of tokens later in the text',
                    True,
                    'Yes: each short prompt reads the embeddings of later positions. (TinyLM uses RoPE, where only '
                    "distances between tokens matter, which is why section 4's slot-position variant still matched up "
