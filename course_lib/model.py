@@ -1,9 +1,12 @@
 """TinyLM: a small Llama-style decoder, written to be read.
 
 The same architecture as Llama (RMSNorm, rotary position embeddings, grouped-
-query attention, SwiGLU MLP), small enough to run on a laptop CPU. Parameter
-names and shapes follow Hugging Face's `LlamaForCausalLM`, so the very same
-weights load into both; tests/test_model_oracle.py asserts the logits match.
+query attention, SwiGLU MLP), small enough to run on a laptop CPU. Its
+checkpoints (state_dict) use the parameter names and shapes of Hugging Face's
+`LlamaForCausalLM`, so the very same weights load into both;
+tests/test_model_oracle.py asserts the logits match. Inside, the model keeps
+q, k, v and gate, up as stacked matrices, all transposed (Linear,
+keep_stacked_apart below): fewer, faster matrix multiplies per step.
 
 The model never decides *where* keys and values live. Each layer computes
 q, k, v for the new tokens, applies RoPE, and hands them to an attention
