@@ -308,7 +308,7 @@ def practice(lesson: str, task: Task, fn: Any) -> None:
         want = expected.get(case.name)
         shown = judge(got, want, decode(args["args"])) if want is not None else dumps(got)
         if shown != want:
-            print(f"{FAIL} {task.name}: case '{case.name}': {explain(shown, want)}")
+            print(f"{FAIL} {task.name}: case {case.name!r}: {explain(shown, want)}")
             return
     print(f"{PASS} {task.name}: all {len(task.public)} cases pass")
 

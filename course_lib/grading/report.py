@@ -106,7 +106,7 @@ def score_test(name: str, cases: list[CaseResult], points: float, credit: str, h
         text = f"{PASS} {task}: all {n} {'hidden ' if hidden else ''}cases pass"
     else:
         first = next(c for c in cases if not c.passed)
-        text = f"{FAIL} {task}: {ok} of {n} {'hidden ' if hidden else ''}cases pass; case '{first.name}': {first.feedback}"
+        text = f"{FAIL} {task}: {ok} of {n} {'hidden ' if hidden else ''}cases pass; case {first.name!r}: {first.feedback}"
     return Result(name, round(score, 6), points, short(text, 600), hidden=hidden, cases=cases)
 
 
