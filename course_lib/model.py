@@ -129,8 +129,9 @@ class Linear(nn.Module):
     """y = x W^T, no bias: nn.Linear's product, with W kept transposed, `weight_t` (in, out).
 
     A decoding step multiplies a few rows by every matrix. For such thin products the CPU's
-    BLAS runs the plain product x @ weight_t up to ~1.8x faster than nn.Linear's x @ W^T on
-    an (out, in) matrix (with TinyLM's shapes: ~1.8x at 1-8 rows, ~1.2x at 64, even at 256).
+    BLAS (MKL) ran the plain product x @ weight_t faster than nn.Linear's x @ W^T on an
+    (out, in) matrix when this was written (TinyLM's shapes, one thread: ~1.8x at 1-8 rows,
+    ~1.2x at 64, ~1.1x at 256; on a GPU the two are alike).
     Checkpoints keep Hugging Face's (out, in) `weight`: state_dict() transposes it back and
     load_state_dict() transposes it in, so the same file loads into both."""
 
