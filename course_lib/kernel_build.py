@@ -8,6 +8,8 @@ next to this file, and course_lib.paged_attention calls it through `_load_kernel
     _load_kernel(scalar, is_double, head_dim, block_size, rep) -> ctypes function
         one shared library per shape, from memory, else from the disk cache, else built;
         raises RuntimeError saying why it cannot be had
+    load_library(source_name, defines) -> ctypes.CDLL
+        the same for the package's other C files (fused_ops.c: course_lib.fused_ops)
 """
 
 from __future__ import annotations
@@ -34,15 +36,15 @@ RETRY_AFTER_S = 60.0            # a failed build is tried again after this long 
 KERNEL_SOURCE = "paged_attention_kernel.c"   # package data next to paged_attention.py
 
 
-def _read_kernel_source() -> str:
-    """The C kernel's text ('' if the file is missing from this installation)."""
+def read_source(name: str) -> str:
+    """The text of the package's C file `name` ('' if the file is missing from this installation)."""
     try:
-        return resources.files("course_lib").joinpath(KERNEL_SOURCE).read_text(encoding="utf-8")
+        return resources.files("course_lib").joinpath(name).read_text(encoding="utf-8")
     except (OSError, ModuleNotFoundError):
         return ""
 
 
-PAGED_ATTENTION_C = _read_kernel_source()      # print(PAGED_ATTENTION_C) shows the kernel
+PAGED_ATTENTION_C = read_source(KERNEL_SOURCE)      # print(PAGED_ATTENTION_C) shows the kernel
 
 
 # ---- building and loading the C kernel (plumbing, safe under threads and processes) --------------
@@ -66,8 +68,8 @@ PAGED_ATTENTION_C = _read_kernel_source()      # print(PAGED_ATTENTION_C) shows 
 #   a failure                   remembered per shape for RETRY_AFTER_S, or until the compiler that
 #                               would be used changes; then tried again: it never disables the kernel
 #                               for good
-_kernels: dict[tuple, object] = {}               # shape -> loaded C function
-_failures: dict[tuple, tuple] = {}               # shape -> (monotonic time, environment, message)
+_kernels: dict[tuple, object] = {}               # shape (or source and defines) -> loaded C function (or library)
+_failures: dict[tuple, tuple] = {}               # the same keys -> (monotonic time, environment, message)
 _build_lock = threading.Lock()
 
 
@@ -215,13 +217,13 @@ def _file_lock(path: str, deadline: float):
         os.close(fd)                # closing the file releases the lock
 
 
-def _build(cc: str, defines: list[str], lib: str, deadline: float) -> None:
-    """Compile the kernel into `lib` (then its sha256 sidecar), in a folder of this build's own."""
+def _build(cc: str, source: str, stem: str, defines: list[str], lib: str, deadline: float) -> None:
+    """Compile `source` (C text) into `lib` (then its sha256 sidecar), in a folder of this build's own."""
     folder = tempfile.mkdtemp(prefix=".build-", dir=os.path.dirname(lib))   # unique per thread and process
     try:
-        src, obj, so = (os.path.join(folder, f"paged_attention{ext}") for ext in (".c", ".o", ".so"))
+        src, obj, so = (os.path.join(folder, f"{stem}{ext}") for ext in (".c", ".o", ".so"))
         with open(src, "w", encoding="utf-8") as f:
-            f.write(PAGED_ATTENTION_C)
+            f.write(source)
         try:
             _compile(cc, src, obj, so, defines, threads=True, deadline=deadline)
         except RuntimeError:
@@ -241,61 +243,84 @@ def _too_slow(timeout: float) -> RuntimeError:
     return RuntimeError(f"the C compiler took longer than {timeout:g} s (set {TIMEOUT_ENV} to allow more)")
 
 
-def _build_and_load(scalar: str, is_double: int, head_dim: int, block_size: int, rep: int):
-    """Find this shape's library in the cache (rebuilding a missing or bad one) and load it."""
-    if not PAGED_ATTENTION_C:
-        raise RuntimeError(f"the kernel source {KERNEL_SOURCE} is missing from this installation of course_lib")
+def _build_and_load_library(source_name: str, defines: list[str]) -> ctypes.CDLL:
+    """Find the library built from the package's C file `source_name` with `defines` in the cache
+    (rebuilding a missing or bad one) and load it."""
+    source = PAGED_ATTENTION_C if source_name == KERNEL_SOURCE else read_source(source_name)
+    if not source:
+        raise RuntimeError(f"the kernel source {source_name} is missing from this installation of course_lib")
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc)")
     timeout = _compile_timeout()
-    defines = [f"-DSCALAR={scalar}", f"-DIS_DOUBLE={is_double}", f"-DHD={head_dim}", f"-DBS={block_size}",
-               f"-DREP={rep}"]
     try:
         target = _native_target(cc, deadline=time.monotonic() + timeout)
     except TimeoutError:
         raise _too_slow(timeout) from None
     # the machine's name and C library too: a library built against a newer glibc would not load on an older one
-    ident = "\0".join([PAGED_ATTENTION_C, cc, platform.node(), platform.machine(), " ".join(platform.libc_ver()),
+    ident = "\0".join([source, cc, platform.node(), platform.machine(), " ".join(platform.libc_ver()),
                        target, *defines])
-    lib = os.path.join(_cache_dir(), f"paged_attention_{hashlib.sha256(ident.encode()).hexdigest()[:16]}.so")
+    stem = source_name.removesuffix(".c")
+    lib = os.path.join(_cache_dir(), f"{stem}_{hashlib.sha256(ident.encode()).hexdigest()[:16]}.so")
     with _file_lock(lib + ".lock", deadline=time.monotonic() + timeout):
         if not _is_intact(lib):
             try:
-                _build(cc, defines, lib, deadline=time.monotonic() + timeout)
+                _build(cc, source, stem, defines, lib, deadline=time.monotonic() + timeout)
             except TimeoutError:
                 raise _too_slow(timeout) from None
         try:                        # loaded while we hold the lock: nobody can replace it meanwhile
-            fn = ctypes.CDLL(lib).paged_attention
-        except (OSError, AttributeError) as exc:
+            return ctypes.CDLL(lib)
+        except OSError as exc:
             raise RuntimeError(f"could not load {lib}: {exc}") from exc
+
+
+def _build_and_load(scalar: str, is_double: int, head_dim: int, block_size: int, rep: int):
+    """Paged attention's C function for one shape (built or found in the cache, then loaded)."""
+    defines = [f"-DSCALAR={scalar}", f"-DIS_DOUBLE={is_double}", f"-DHD={head_dim}", f"-DBS={block_size}",
+               f"-DREP={rep}"]
+    try:
+        fn = _build_and_load_library(KERNEL_SOURCE, defines).paged_attention
+    except AttributeError as exc:
+        raise RuntimeError(f"the kernel library has no paged_attention function: {exc}") from exc
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 5 + [ctypes.c_double, ctypes.c_int]
     return fn
 
 
-def _load_kernel(scalar: str, is_double: int, head_dim: int, block_size: int, rep: int):
-    """The C function for one shape: from memory, else built or read from the disk cache.
-    Raises RuntimeError saying why it cannot be had (a failure is remembered; see above)."""
-    shape = (scalar, is_double, head_dim, block_size, rep)
-    fn = _kernels.get(shape)
-    if fn is not None:
-        return fn
+def _remembered(key: tuple, make):
+    """make() once per key, kept in memory; a failure is remembered per key for RETRY_AFTER_S (or
+    until the compiler or the cache settings change) and raised again as RuntimeError meanwhile."""
+    found = _kernels.get(key)
+    if found is not None:
+        return found
     environment = (_compiler(), os.environ.get(CACHE_ENV), os.environ.get(TIMEOUT_ENV))
     with _build_lock:               # one build at a time in this process
-        if shape in _kernels:       # another thread built it while we waited
-            return _kernels[shape]
-        failed = _failures.get(shape)
+        if key in _kernels:         # another thread built it while we waited
+            return _kernels[key]
+        failed = _failures.get(key)
         if failed and failed[1] == environment and time.monotonic() - failed[0] < RETRY_AFTER_S:
             raise RuntimeError(failed[2])
         try:
-            fn = _build_and_load(*shape)
+            found = make()
         except Exception as exc:    # whatever went wrong, the caller gets a RuntimeError saying what
-            _failures[shape] = (time.monotonic(), environment, str(exc) or type(exc).__name__)
-            raise RuntimeError(_failures[shape][2]) from exc
-        _failures.pop(shape, None)
-        _kernels[shape] = fn
-        return fn
+            _failures[key] = (time.monotonic(), environment, str(exc) or type(exc).__name__)
+            raise RuntimeError(_failures[key][2]) from exc
+        _failures.pop(key, None)
+        _kernels[key] = found
+        return found
+
+
+def _load_kernel(scalar: str, is_double: int, head_dim: int, block_size: int, rep: int):
+    """Paged attention's C function for one shape: from memory, else built or read from the disk cache.
+    Raises RuntimeError saying why it cannot be had (a failure is remembered; see above)."""
+    shape = (scalar, is_double, head_dim, block_size, rep)
+    return _remembered(shape, lambda: _build_and_load(*shape))
+
+
+def load_library(source_name: str, defines: tuple[str, ...]) -> ctypes.CDLL:
+    """Any other C file of the package (e.g. fused_ops.c), built with `defines`: from memory, else
+    built or read from the disk cache. Raises RuntimeError saying why it cannot be had."""
+    return _remembered((source_name, *defines), lambda: _build_and_load_library(source_name, list(defines)))
 
 
 def _forget_kernels() -> None:

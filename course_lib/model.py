@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from course_lib.attention import padded_causal_mask, sdpa_attention
 from course_lib.device import check_device
+from course_lib.fused_ops import add_rms_norm, apply_rope, rotate_half, rope, silu_mul  # noqa: F401  (apply_rope, rotate_half: the readable RoPE, importable from here)
 from course_lib.tokenizer import VOCAB_SIZE
 from course_lib.validate import FLOAT_DTYPES, check_dtype, check_float, check_int, check_type
 
@@ -91,10 +92,16 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.add_and_norm(x)[0]
+
+    def add_and_norm(self, x: torch.Tensor, delta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(x + delta), x + delta): a layer's residual add and the next norm in one pass
+        (fused_ops.add_rms_norm, vLLM's fused_add_rms_norm). x, delta (..., hidden); delta None: norm(x), x."""
         if x.dtype in (torch.float32, torch.float64):          # the weight multiplies in the same precision
-            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
-        x32 = x.float()                                         # half precision: normalise in fp32
-        return self.weight * F.rms_norm(x32, x.shape[-1:], eps=self.eps).to(x.dtype)
+            return add_rms_norm(x, self.weight, self.eps, delta)
+        s = x if delta is None else x + delta
+        x32 = s.float()                                         # half precision: normalise in fp32
+        return self.weight * F.rms_norm(x32, s.shape[-1:], eps=self.eps).to(s.dtype), s
 
 
 class RotaryEmbedding(nn.Module):
@@ -112,17 +119,6 @@ class RotaryEmbedding(nn.Module):
         freqs = positions[..., None].float() * self.inv_freq        # (B, T, hd/2)
         emb = torch.cat([freqs, freqs], dim=-1)[:, :, None, :]       # (B, T, 1, hd)
         return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(x1, x2) -> (-x2, x1) on the last dim: each feature pair (i, i + hd/2) turned by 90 degrees."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, T, heads, hd); cos, sin (B, T, 1, hd): each pair rotated by its position's angle."""
-    return x * cos + rotate_half(x) * sin
 
 
 class Linear(nn.Module):
@@ -197,7 +193,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         B, T, _ = x.shape
         qkv = self.qkv_proj(x).view(B, T, self.nh + 2 * self.nkv, self.hd)   # (B, T, nh + 2 nkv, hd)
-        qk = apply_rope(qkv[:, :, :self.nh + self.nkv], cos, sin)            # rotate q's and k's heads at once
+        qk = rope(qkv, cos, sin, heads=self.nh + self.nkv)                   # rotate q's and k's heads at once
         q, k = qk.split([self.nh, self.nkv], dim=2)                          # (B, T, nh, hd), (B, T, nkv, hd)
         v = qkv[:, :, self.nh + self.nkv:]                                   # (B, T, nkv, hd)
         out = ctx.attend(self.layer, q, k, v)                                # (B, T, nh, hd)
@@ -216,8 +212,7 @@ class MLP(nn.Module):
                                                   "up_proj": cfg.intermediate_size})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)                     # (..., intermediate) each
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(silu_mul(self.gate_up_proj(x)))               # silu(gate) * up: (..., intermediate)
 
 
 class DecoderLayer(nn.Module):
@@ -229,8 +224,9 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, x, cos, sin, ctx):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, ctx)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        """x = x + attention(norm(x)); x = x + mlp(norm(x)), the middle add and norm fused."""
+        h, x = self.post_attention_layernorm.add_and_norm(x, self.self_attn(self.input_layernorm(x), cos, sin, ctx))
+        return x + self.mlp(h)
 
 
 class Backbone(nn.Module):

@@ -51,6 +51,7 @@ import torch
 
 from course_lib.attention import sequence_attention
 from course_lib.device import check_fits
+from course_lib.fused_ops import write_kv
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage, StepContext
 from course_lib.kv.pool_views import BlockSegment, PoolSnapshot
 from course_lib.kv.prefix_cache import ROOT_ENTRY, ROOT_HASH, PrefixCache, block_hash
@@ -394,17 +395,14 @@ class PagedKVStore(KVStore):
         for i in cow:
             self._copy_on_write(seq, i)
 
-    def write_slots(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Scatter k, v (n, nkv, hd) into flat `slots` (n,) of one layer."""
-        slots = slots.to(self.device)
-        self.write_blocks(layer, slots // self.block_size, slots % self.block_size, k, v)
-
-    def write_blocks(self, layer: int, blocks: torch.Tensor, offsets: torch.Tensor, k: torch.Tensor,
-                     v: torch.Tensor) -> None:
-        """Token i of k, v (n, nkv, hd) goes to slot offsets[i] of block blocks[i] ((n,) each, on the
-        store's device): write_slots with the slots already split, as a step does once for all layers."""
-        self.key_blocks(layer)[blocks, :, :, offsets] = k.to(self.dtype)      # (n, nkv, hd) into (nb, nkv, hd, bs)
-        self.value_blocks(layer)[blocks, :, offsets, :] = v.to(self.dtype)    # (n, nkv, hd) into (nb, nkv, bs, hd)
+    def write_slots(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    checked: bool = False) -> None:
+        """Scatter k, v (n, nkv, hd) into flat `slots` (n,) of one layer (fused_ops.write_kv: one pass
+        in C on the CPU). checked=True: the caller knows every slot is in [0, capacity)."""
+        slots, top = slots.to(self.device), self.num_blocks * self.block_size - 1
+        if not checked and slots.numel() and not 0 <= int(slots.min()) <= int(slots.max()) <= top:
+            raise ValueError(f"slots: must be in [0, {top}]; got {int(slots.min())} .. {int(slots.max())}")
+        write_kv(k, v, slots, self.key_blocks(layer), self.value_blocks(layer))
 
     def write(self, layer: int, seq_id: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store k, v (n, nkv, hd) at positions start .. start+n-1 (through the slot mapping)."""
@@ -643,9 +641,8 @@ class PagedStepContext(StepContext):
             slots += seq_slots
             rows += [seq_id] * n
             lens += range(start + 1, start + n + 1)                   # query at position p sees p + 1 keys
-        dev, bs = store.device, store.block_size
+        dev = store.device
         self.slots = torch.tensor(slots, dtype=torch.long, device=dev)                             # (N,)
-        self.blocks, self.offsets = self.slots // bs, self.slots % bs                              # (N,) each
         width = max((len(t) for t in self.tables.values()), default=0)
         padded = {s: t + [0] * (width - len(t)) for s, t in self.tables.items()}
         self.block_tables = torch.tensor([padded[s] for s in rows], dtype=torch.long,
@@ -656,7 +653,7 @@ class PagedStepContext(StepContext):
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q (1, N, nh, hd); k, v (1, N, nkv, hd) -> (1, N, nh, hd)."""
         store: PagedKVStore = self.store
-        store.write_blocks(layer, self.blocks, self.offsets, k[0], v[0])
+        store.write_slots(layer, self.slots, k[0], v[0], checked=True)     # the store's own slots: in range
         kb, vb = store.key_blocks(layer), store.value_blocks(layer)
         dtype, q = q.dtype, q[0].to(store.dtype)                                  # q: (N, nh, hd)
         if self.impl is None:
