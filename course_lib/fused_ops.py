@@ -61,33 +61,40 @@ def use(impl: str):
 
 
 def _lib(*tensors: torch.Tensor):
-    """The C library for these tensors, or None when the reference must serve them."""
+    """The C library for these tensors, or None when the reference must serve them.
+    (Called for every op of every layer: the common case is checked first and fast.)"""
     if _impl == "torch":
         return None
-    t = tensors[0]
-    ok = (t.device.type == "cpu" and t.dtype in _DEFINES
-          and all(x.dtype == t.dtype and x.device.type == "cpu" for x in tensors)
-          and not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)))
+    dtype = tensors[0].dtype
+    lib = _libs.get(dtype)
+    ok = dtype in _DEFINES
+    grad = torch.is_grad_enabled()
+    for x in tensors:
+        if not x.is_cpu or x.dtype is not dtype or (grad and x.requires_grad):
+            ok = False
     if not ok:
         if _impl == "c":
             raise RuntimeError("fused_ops: C runs CPU float32/float64 tensors of one dtype, with no gradient "
                                f"recorded; got {[(x.dtype, x.device.type, x.requires_grad) for x in tensors]}")
         return None
-    lib = _libs.get(t.dtype)
-    if lib is None:
-        try:
-            lib = load_library(SOURCE, _DEFINES[t.dtype])
-            for name, argtypes in _SIGNATURES.items():
-                fn = getattr(lib, name)
-                fn.argtypes, fn.restype = argtypes, None
-        except (RuntimeError, AttributeError) as exc:
-            if _impl == "c":
-                raise RuntimeError(f"fused_ops: {exc}") from exc
-            if str(exc) not in _noticed:          # say once why, then serve with the reference
-                _noticed.add(str(exc))
-                print(f"note: the fused C ops cannot run here ({exc}); using PyTorch's operations")
-            return None
-        _libs[t.dtype] = lib
+    return lib if lib is not None else _load(dtype)
+
+
+def _load(dtype: torch.dtype):
+    """Build or load the library for `dtype`; None (after one notice) if it cannot be had in 'auto'."""
+    try:
+        lib = load_library(SOURCE, _DEFINES[dtype])
+        for name, argtypes in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, None
+    except (RuntimeError, AttributeError) as exc:
+        if _impl == "c":
+            raise RuntimeError(f"fused_ops: {exc}") from exc
+        if str(exc) not in _noticed:          # say once why, then serve with the reference
+            _noticed.add(str(exc))
+            print(f"note: the fused C ops cannot run here ({exc}); using PyTorch's operations")
+        return None
+    _libs[dtype] = lib
     return lib
 
 

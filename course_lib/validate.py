@@ -96,6 +96,8 @@ def is_number(value: Any) -> bool:
 def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None, *,
               none_ok: bool = False, note: str = "") -> int | None:
     """`value` as an int in [lo, hi] (either bound may be None), or raise naming `name`."""
+    if type(value) is int and (lo is None or value >= lo) and (hi is None or value <= hi):
+        return value                    # the common case, checked without building the message
     if value is None and none_ok:
         return None
     must = f"an integer{_range(lo, hi)}" + (" or None" if none_ok else "") + (f" ({note})" if note else "")
@@ -212,6 +214,9 @@ def check_ints(name: str, values: Any, lo: int | None = None, hi: int | None = N
     if isinstance(values, torch.Tensor):
         values = values.tolist() if values.ndim == 1 and not values.is_floating_point() else [values]
     items = check_sequence(name, values, min_len, max_len, what="a list of integers")
+    if all(type(v) is int for v in items) and (not items or ((lo is None or min(items) >= lo)
+                                                             and (hi is None or max(items) <= hi))):
+        return list(items)              # the common case: plain ints in range, no message built per item
     return [check_int(f"{name}[{i}]", v, lo, hi) for i, v in enumerate(items)]
 
 

@@ -634,19 +634,23 @@ class PagedStepContext(StepContext):
     def __init__(self, store: PagedKVStore, batch: list[tuple[int, int]]):
         super().__init__(store, batch)
         self.impl: str | None = None            # decided at the first layer, once q's heads are known
-        slots, rows, lens = [], [], []
+        slots, lens, counts, tables = [], [], [], []
         self.tables: dict[int, list[int]] = {}                       # seq_id -> its block table
         for (seq_id, n), start in zip(batch, self.starts):
             self.tables[seq_id], seq_slots = store.writable_slots(seq_id, start, n)
+            tables.append(self.tables[seq_id])
             slots += seq_slots
-            rows += [seq_id] * n
+            counts.append(n)
             lens += range(start + 1, start + n + 1)                   # query at position p sees p + 1 keys
         dev = store.device
         self.slots = torch.tensor(slots, dtype=torch.long, device=dev)                             # (N,)
-        width = max((len(t) for t in self.tables.values()), default=0)
-        padded = {s: t + [0] * (width - len(t)) for s, t in self.tables.items()}
-        self.block_tables = torch.tensor([padded[s] for s in rows], dtype=torch.long,
-                                         device=dev).reshape(len(rows), width)                     # (N, max_blocks)
+        width = max((len(t) for t in tables), default=0)
+        seq_tables = torch.tensor([t + [0] * (width - len(t)) for t in tables],
+                                  dtype=torch.long, device=dev).reshape(len(batch), width)         # (S, max_blocks)
+        if all(n == 1 for n in counts):                               # decode only: one row per sequence
+            self.block_tables = seq_tables                                                         # (N, max_blocks)
+        else:                                                         # each new token's row: its sequence's table
+            self.block_tables = seq_tables.repeat_interleave(torch.tensor(counts, device=dev), dim=0)
         self.context_lens = torch.tensor(lens, dtype=torch.long, device=dev)                       # (N,)
         self.kernel: KernelCall | None = None   # the C kernel prepared for this step's rows (CPU fast path)
 
