@@ -331,9 +331,30 @@ class KernelCall:
             num_threads = torch.get_num_threads() if N * nh * self.max_len * hd >= PARALLEL_MIN_WORK else 1
         self.num_threads = max(1, min(num_threads, N * nkv, 256))   # no thread without a work item
         self.scale = 1.0 / math.sqrt(hd)
+        self._sizes = (N, nh, nkv, self.tables.shape[1], self.max_len, self.scale, self.num_threads)   # C's arguments
 
     def __call__(self, q: torch.Tensor, key_blocks: torch.Tensor, value_blocks: torch.Tensor) -> torch.Tensor:
         """q (N, nh, hd) and one layer's key_blocks, value_blocks -> (N, nh, hd)."""
+        if not (isinstance(q, torch.Tensor) and isinstance(key_blocks, torch.Tensor)
+                and isinstance(value_blocks, torch.Tensor) and q.shape == self.q_shape
+                and key_blocks.shape == self.key_shape and value_blocks.shape == self.value_shape
+                and q.dtype is key_blocks.dtype is value_blocks.dtype is self.dtype
+                and q.is_cpu and key_blocks.is_cpu and value_blocks.is_cpu):      # fast when all is well
+            self._refuse(q, key_blocks, value_blocks)
+        q = q.contiguous()                                                # (N, nh, hd)
+        kb, vb = key_blocks.contiguous(), value_blocks.contiguous()     # the pool's own layout: no copy
+        out = torch.empty_like(q)                                       # the kernel writes every number of it
+        if q.shape[0] == 0:
+            return out
+        status = self.fn(q.data_ptr(), kb.data_ptr(), vb.data_ptr(), self.tables.data_ptr(), self.lens.data_ptr(),
+                         out.data_ptr(), *self._sizes)
+        if status != 0:
+            raise RuntimeError(f"the C kernel could not allocate its scratch memory "
+                               f"({self.scratch / 2**20:.1f} MiB per thread)")
+        return out
+
+    def _refuse(self, q, key_blocks, value_blocks) -> None:
+        """Raise ValueError naming the first argument that is not what this call was prepared for."""
         for name, t, shape in (("q", q, self.q_shape), ("key_blocks", key_blocks, self.key_shape),
                                ("value_blocks", value_blocks, self.value_shape)):
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != self.dtype \
@@ -341,19 +362,6 @@ class KernelCall:
                 raise ValueError(f"{name}: must be a CPU {self.dtype} tensor of shape {shape}, as the KernelCall "
                                  f"was prepared for; got " + (f"{t.dtype} {tuple(t.shape)} on {t.device}"
                                                              if isinstance(t, torch.Tensor) else type(t).__name__))
-        q = q.contiguous()                                                # (N, nh, hd)
-        kb, vb = key_blocks.contiguous(), value_blocks.contiguous()     # the pool's own layout: no copy
-        out = torch.empty_like(q)                                       # the kernel writes every number of it
-        if q.shape[0] == 0:
-            return out
-        N, nh, _ = q.shape
-        status = self.fn(q.data_ptr(), kb.data_ptr(), vb.data_ptr(), self.tables.data_ptr(), self.lens.data_ptr(),
-                         out.data_ptr(), N, nh, kb.shape[1], self.tables.shape[1], self.max_len, self.scale,
-                         self.num_threads)
-        if status != 0:
-            raise RuntimeError(f"the C kernel could not allocate its scratch memory "
-                               f"({self.scratch / 2**20:.1f} MiB per thread)")
-        return out
 
 
 def _run_kernel(q, key_blocks, value_blocks, block_tables, context_lens) -> torch.Tensor:

@@ -199,3 +199,12 @@ def test_a_preempted_request_waits_flagged_and_comes_back():
     assert victim.output, "it keeps the tokens it already generated"
     res = eng.run()
     assert not victim.is_preempted and victim.state is State.FINISHED
+
+
+def test_next_tokens_is_the_slice_of_all_tokens_a_step_runs():
+    r = Request(rid=0, prompt=[5, 6, 7], max_new_tokens=8)
+    r.output = [8, 9]
+    for computed in range(6):
+        r.num_computed = computed
+        for n in range(0, 7 - computed):
+            assert r.next_tokens(n) == r.all_tokens[computed:computed + n], (computed, n)

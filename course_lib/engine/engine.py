@@ -252,7 +252,7 @@ class Engine:
                          num_tokens=sum(n for _, n in work), query_slots=query_slots,
                          preempted=[rid for e, rid in events if e in ("preempt", "swap")],
                          rejected=[rid for e, rid in events if e == "reject"])
-        computing = {r.rid: ("decode" if r.output and n == 1 and r.num_computed == len(r.all_tokens) - 1 else "prefill")
+        computing = {r.rid: ("decode" if r.output and n == 1 and r.remaining == 1 else "prefill")
                      for r, n in work}
         rec.items = [(r.rid, n, computing[r.rid]) for r, n in work]
         rec.slots = [(slot, r.rid, "held" if held else computing.get(r.rid, "stalled"))
@@ -307,13 +307,13 @@ class Engine:
 
     def _run_packed(self, work):
         self._check_sync(work)
-        step = PackedStep(self.model, self.store, [(r.rid, r.all_tokens[r.num_computed:r.num_computed + n])
+        step = PackedStep(self.model, self.store, [(r.rid, r.next_tokens(n))
                                                    for r, n in work],
                           context=BatchedDecodeContext if self.attention == "batched" else None)
         synchronize(self.device)
         t2 = time.perf_counter()
         last = step.run()                                                     # (len(work), V)
-        ends = [i for i, (r, n) in enumerate(work) if r.num_computed + n == len(r.all_tokens)]   # reached its end: sample
+        ends = [i for i, (r, n) in enumerate(work) if n == r.remaining]     # reached its end: sample
         out = last[ends]                                                      # (S, V)
         synchronize(self.device)
         return out, [work[i][0] for i in ends], step.num_tokens, t2, time.perf_counter()
@@ -326,7 +326,7 @@ class Engine:
         rows = [(None if held else r.rid, 0 if held else n_of.get(r.rid, 0)) for r, held in row_reqs]
         T = max(n for _, n in rows)
         ctx = PaddedStepContext(self.store, rows, T)
-        new_tokens = [r.all_tokens[r.num_computed:r.num_computed + n] if n else [] for (r, _), (_, n) in zip(row_reqs, rows)]
+        new_tokens = [r.next_tokens(n) if n else [] for (r, _), (_, n) in zip(row_reqs, rows)]
         ids, positions = ctx.inputs(new_tokens, self.device)                  # (B, T), (B, T)
         synchronize(self.device)
         t2 = time.perf_counter()
@@ -334,7 +334,7 @@ class Engine:
         ctx.commit()
         sample_rows, reqs = [], []
         for b, ((r, held), (_, n)) in enumerate(zip(row_reqs, rows)):
-            if n and r.num_computed + n == len(r.all_tokens):
+            if n and n == r.remaining:
                 sample_rows.append(b)
                 reqs.append(r)
         order = {id(r): i for i, (r, _) in enumerate(work)}                   # sample in work order

@@ -146,6 +146,14 @@ class Request:
     def all_tokens(self) -> list[int]:
         return self.prompt + self.output
 
+    def next_tokens(self, n: int) -> list[int]:
+        """The n tokens a step runs next: all_tokens[num_computed:num_computed + n] (without
+        building all_tokens: a decode step needs only the last output token)."""
+        start, P = self.num_computed, len(self.prompt)
+        if start >= P:
+            return self.output[start - P:start - P + n]
+        return self.prompt[start:start + n] + self.output[:max(0, start + n - P)]
+
     @property
     def remaining(self) -> int:
         """Tokens to run through the model before the next token can be sampled."""
