@@ -429,7 +429,8 @@ def test_a_kernel_call_is_prepared_once_and_checks_what_each_layer_gives_it():
 
 @needs_kernel
 def test_a_paged_step_checks_its_block_tables_once_for_all_layers(monkeypatch):
-    """The engine's step on the C kernel checks the step's block ids once, not once per layer."""
+    """The engine's step on the C kernel checks the step's block ids once, when the step is built
+    (in Python, on the store's own tables), not once per layer, and refuses an id outside the pool."""
     from course_lib.kv.paged import PagedKVStore
     from course_lib.kv.step import PackedStep
     from course_lib.model import TinyLMConfig, build_model
@@ -440,4 +441,8 @@ def test_a_paged_step_checks_its_block_tables_once_for_all_layers(monkeypatch):
     real = pa._check_lengths_and_block_ids
     monkeypatch.setattr(pa, "_check_lengths_and_block_ids", lambda *a: calls.append(1) or real(*a))
     PackedStep(model, store, [(0, [1, 2, 3, 4, 5])], grow=True).run()
-    assert model.config.num_hidden_layers > 1 and len(calls) == 1
+    assert model.config.num_hidden_layers > 1 and calls == []          # no per-layer (nor per-step) tensor check
+    real_slots = store.writable_slots
+    monkeypatch.setattr(store, "writable_slots", lambda *a: ([store.num_blocks], real_slots(*a)[1]))
+    with pytest.raises(RuntimeError, match="outside the pool"):
+        PackedStep(model, store, [(0, [6])], grow=True)

@@ -645,6 +645,11 @@ class PagedStepContext(StepContext):
         dev = store.device
         self.slots = torch.tensor(slots, dtype=torch.long, device=dev)                             # (N,)
         width = max((len(t) for t in tables), default=0)
+        # the kernel reads raw memory: every id a row reads must be a block of the pool (the store's own
+        # tables, so this holds by construction; checked here once, in Python, for the whole step)
+        if tables and not 0 <= min(min(t, default=0) for t in tables) <= max(max(t, default=0) for t in tables) \
+                < store.num_blocks:
+            raise RuntimeError(f"a block table holds an id outside the pool of {store.num_blocks} blocks")
         seq_tables = torch.tensor([t + [0] * (width - len(t)) for t in tables],
                                   dtype=torch.long, device=dev).reshape(len(batch), width)         # (S, max_blocks)
         if all(n == 1 for n in counts):                               # decode only: one row per sequence
@@ -663,7 +668,8 @@ class PagedStepContext(StepContext):
         if self.impl is None:
             self.impl = store.resolved_attention(q.shape[1])
             if self.impl == "kernel":      # checked and prepared once; every layer reuses it
-                self.kernel = self._fast_path(lambda: KernelCall(q, kb, vb, self.block_tables, self.context_lens))
+                self.kernel = self._fast_path(lambda: KernelCall(q, kb, vb, self.block_tables, self.context_lens,
+                                                                    checked=True))
         if self.kernel is not None:
             out = self._fast_path(lambda: self.kernel(q, kb, vb))
             if out is not None:
