@@ -29,6 +29,7 @@ import course_lib.labs.paging as paged_lab
 import course_lib.kv.prefix_cache as prefix_cache
 import course_lib.kv.replay as replay
 import course_lib.kv.sizing as sizing
+import course_lib.op_count as op_count
 import course_lib.padding as padding
 import course_lib.paged_attention as pa_mod
 import course_lib.plots.memory as pmem
@@ -472,6 +473,10 @@ ENTRIES += [
            "dtype": [torch.int64], "device": DEVICES}, {"nh": "n"}),
     Entry("costs.measure_attention_costs", costs.measure_attention_costs, dict(lengths=[2, 3], repeat=1, device="cpu"),
           {"lengths": [[], [0], [1.5], "23"], "repeat": POS_INT, "side": NAME, "device": DEVICES}),
+    Entry("op_count.count_ops", op_count.count_ops, dict(fn=lambda: torch.ones(2) + 1, modules=[torch.nn.ReLU()]),
+          {"fn": [3, None, "f"], "modules": [5, "ab", [5], [None]]}),
+    Entry("op_count.fused_c_runs", op_count.fused_c_runs, dict(device="cpu", dtype=torch.float32),
+          {"device": DEVICES, "dtype": [None, "float32", 5]}),
     # ---- generation ----
     Entry("generate.generate", gen.generate, dict(model=MODEL, prompts=[[65, 66]], max_new_tokens=2),
           {"prompts": [[], [[]], [[300]], [[1.5]], "ab", [[65] * 64]], "max_new_tokens": NONNEG_INT,
