@@ -181,11 +181,21 @@ class PagedKVStore(KVStore):
     # ---- views into the pool ------------------------------------------------------
     def key_blocks(self, layer: int) -> torch.Tensor:
         """(num_blocks, nkv, hd, bs): layer's keys, transposed inside each block (a view)."""
-        return self.pool[layer, 0].view(self.num_blocks, self.num_kv_heads, self.head_dim, self.block_size)
+        return self._views()[layer][0]
 
     def value_blocks(self, layer: int) -> torch.Tensor:
         """(num_blocks, nkv, bs, hd): layer's values (a view)."""
-        return self.pool[layer, 1].view(self.num_blocks, self.num_kv_heads, self.block_size, self.head_dim)
+        return self._views()[layer][1]
+
+    def _views(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's (key_blocks, value_blocks) views of the pool, made once (every layer of
+        every step asks for them) and again only if the pool tensor itself is replaced."""
+        if getattr(self, "_viewed", None) is not self.pool:
+            nb, nkv, hd, bs = self.num_blocks, self.num_kv_heads, self.head_dim, self.block_size
+            self._layer_views = [(self.pool[layer, 0].view(nb, nkv, hd, bs), self.pool[layer, 1].view(nb, nkv, bs, hd))
+                                 for layer in range(self.num_layers)]
+            self._viewed = self.pool
+        return self._layer_views
 
     @property
     def bytes_per_token(self) -> int:
@@ -664,7 +674,7 @@ class PagedStepContext(StepContext):
         store: PagedKVStore = self.store
         store.write_slots(layer, self.slots, k[0], v[0], checked=True)     # the store's own slots: in range
         kb, vb = store.key_blocks(layer), store.value_blocks(layer)
-        dtype, q = q.dtype, q[0].to(store.dtype)                                  # q: (N, nh, hd)
+        dtype, q = q.dtype, q[0] if q.dtype is store.dtype else q[0].to(store.dtype)   # q: (N, nh, hd)
         if self.impl is None:
             self.impl = store.resolved_attention(q.shape[1])
             if self.impl == "kernel":      # checked and prepared once; every layer reuses it
@@ -673,7 +683,7 @@ class PagedStepContext(StepContext):
         if self.kernel is not None:
             out = self._fast_path(lambda: self.kernel(q, kb, vb))
             if out is not None:
-                return out.to(dtype)[None]                                        # (1, N, nh, hd)
+                return (out if out.dtype is dtype else out.to(dtype))[None]       # (1, N, nh, hd)
         if self.impl != "gather":     # 'auto': a kernel failing at run time falls back to gather, with a notice
             out = paged_attention(q, kb, vb, self.block_tables, self.context_lens, impl=store.attention)
             return out.to(dtype)[None]                                            # (1, N, nh, hd)
