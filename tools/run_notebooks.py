@@ -5,10 +5,13 @@
 Each notebook runs top to bottom in a fresh kernel of this environment; its
 outputs are stored, widget state (which would embed plotly.js) is dropped,
 and the kernelspec is set to the course kernel. Prints the run time of each.
+Progress bars are off in these runs (TQDM_DISABLE=1 in the kernel's environment): a stored
+bar would show its first frame, "0%", in the static notebook, the site and the slides.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,5 +40,6 @@ def run(path: Path, timeout: int = 600) -> float:
 
 
 if __name__ == "__main__":
+    os.environ["TQDM_DISABLE"] = "1"          # the kernel inherits it: no progress bars in stored outputs
     for arg in sys.argv[1:]:
         print(f"{arg}: {run(Path(arg)):.1f} s", flush=True)
