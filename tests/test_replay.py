@@ -93,3 +93,15 @@ def test_a_request_longer_than_the_store_allows_is_refused_up_front():
         replay(trace_from_lengths([(50, 50)]), arena(200, max_model_len=64))
     with pytest.raises(ValueError, match="trace"):
         replay(trace_from_lengths([(50, 50)]), ReferenceKVStore(1, 1, 1, capacity=99))
+
+
+def test_progress_bars_are_off_when_the_environment_says_so(monkeypatch):
+    from course_lib.progress import progress_bar
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    bar = progress_bar(total=3, desc="x")
+    assert bar.disable
+    bar.close()
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    bar = progress_bar(total=3, desc="x")
+    assert not bar.disable
+    bar.close()

@@ -53,6 +53,7 @@ from course_lib.kv.base import KVStore
 from course_lib.kv.contexts import BatchedDecodeContext, PaddedStepContext
 from course_lib.kv.reference import ReferenceKVStore
 from course_lib.kv.step import PackedStep
+from course_lib.progress import progress_bar
 from course_lib.validate import (check_bool, check_callable, check_choice, check_has, check_int, check_iterable,
                                  check_type, is_int, is_number)
 
@@ -353,9 +354,8 @@ class Engine:
             self.submit(r)
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=sum(r.max_new_tokens for r in self.requests), desc=self.scheduler.policy.name,
-                       unit="tok", leave=False)
+            bar = progress_bar(total=sum(r.max_new_tokens for r in self.requests), desc=self.scheduler.policy.name,
+                               unit="tok")
         while max_steps is None or len(self.steps) < max_steps:
             before = sum(len(r.output) for r in self.requests) if bar else 0
             if self.step() is None:

@@ -33,6 +33,7 @@ import torch
 
 from course_lib.kv.base import KVAllocationError, KVStore, KVUsage, free_memory_paradox
 from course_lib.kv.step import PackedStep
+from course_lib.progress import progress_bar
 from course_lib.workloads import Request, Trace
 from course_lib.validate import check_callable, check_float, check_has, check_int, check_sequence, check_type
 
@@ -199,8 +200,7 @@ def replay(trace: Trace, store: KVStore, *, step_time: float = 0.05, model=None,
     running: list[_Live] = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(pending), desc="requests finished", leave=False)
+        bar = progress_bar(total=len(pending), desc="requests finished")
 
     step = 0
     while (pending or waiting or running) and len(result.steps) < max_steps:
