@@ -166,13 +166,13 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int) -> t
     """The first `heads` heads of x (B, T, H, hd) rotated -> (B, T, heads, hd); cos, sin (B, T, 1, hd).
     Only the tokens' heads and features need be contiguous (x may be a slice of qkv)."""
     B, T, H, hd = x.shape
+    if not 0 <= heads <= H:
+        raise ValueError(f"heads: must be in [0, {H}] (the heads x has); got {heads}")
     lib = _lib(x, cos, sin)
     if (lib is None or x.stride(3) != 1 or x.stride(2) != hd or x.stride(0) != T * x.stride(1)
-            or not (cos.is_contiguous() and sin.is_contiguous())):
+            or cos.shape != (B, T, 1, hd) or sin.shape != (B, T, 1, hd)
+            or not (cos.is_contiguous() and sin.is_contiguous())):    # e.g. angles broadcast over the batch
         return apply_rope(x[:, :, :heads], cos, sin)
-    if not 0 <= heads <= H or cos.shape != (B, T, 1, hd) or sin.shape != cos.shape:
-        raise ValueError(f"rope: heads in [0, {H}] and cos, sin of shape {(B, T, 1, hd)}; got heads={heads}, "
-                         f"cos {tuple(cos.shape)}, sin {tuple(sin.shape)}")
     out = x.new_empty(B, T, heads, hd)                                          # (B, T, heads, hd)
     lib.rope(x.data_ptr(), x.stride(1), cos.data_ptr(), sin.data_ptr(), out.data_ptr(), B * T, heads, hd)
     return out
@@ -188,12 +188,15 @@ def write_kv_reference(k, v, slots, key_blocks, value_blocks) -> None:
 
 
 def write_kv(k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, key_blocks: torch.Tensor,
-             value_blocks: torch.Tensor) -> None:
+             value_blocks: torch.Tensor, checked: bool = False) -> None:
     """Token i of k, v (n, nkv, hd) into flat slot slots[i] (n,): block slots[i] // bs, offset
     slots[i] % bs of key_blocks (nb, nkv, hd, bs) and value_blocks (nb, nkv, bs, hd).
-    The caller has checked that every slot is in [0, nb * bs): C checks nothing (the store does it,
-    PagedKVStore.write_slots)."""
+    Every slot must be in [0, nb * bs): checked here (ValueError), unless checked=True says the
+    caller knows it (a step's slots come from the store's own tables). C checks nothing."""
     n, nkv, hd = k.shape
+    top = key_blocks.shape[0] * key_blocks.shape[-1] - 1
+    if not checked and slots.numel() and not 0 <= int(slots.min()) <= int(slots.max()) <= top:
+        raise ValueError(f"slots: must be in [0, {top}]; got {int(slots.min())} .. {int(slots.max())}")
     lib = _lib(k, v, key_blocks, value_blocks)
     if (lib is None or slots.dtype != torch.int64 or slots.device.type != "cpu" or not slots.is_contiguous()
             or any(t.stride(2) != 1 or t.stride(1) != hd for t in (k, v))

@@ -113,3 +113,19 @@ def test_the_model_gives_the_same_logits_with_c_ops_and_with_pytorch_ops():
         out = model(ids, mask)
     close(out, ref, 1e-4)
     assert (out.argmax(-1) == ref.argmax(-1)).float().mean() > 0.99
+
+
+def test_rope_takes_the_reference_for_angles_broadcast_over_the_batch():
+    x = torch.randn(3, 4, 6, 8)
+    cos, sin = torch.rand(1, 4, 1, 8), torch.rand(1, 4, 1, 8)            # one set of angles for the whole batch
+    with fo.use("c"):
+        close(fo.rope(x, cos, sin, 4), fo.apply_rope(x[:, :, :4], cos, sin), 0)
+
+
+def test_write_kv_refuses_a_slot_outside_the_pool_before_any_write():
+    kb, vb = torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    k = torch.ones(2, 1, 4)
+    for bad in ([0, 8], [-1, 0]):
+        with pytest.raises(ValueError, match=r"slots: must be in \[0, 7\]"), fo.use("c"):
+            fo.write_kv(k, k, torch.tensor(bad), kb, vb)
+    assert not kb.any() and not vb.any()

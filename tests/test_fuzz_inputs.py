@@ -21,6 +21,7 @@ import torch
 import course_lib.attention as attention
 import course_lib.costs as costs
 import course_lib.device as device
+import course_lib.fused_ops as fused_ops
 import course_lib.generate as gen
 import course_lib.incidents as incidents
 import course_lib.kv.allocators as alloc
@@ -473,6 +474,16 @@ ENTRIES += [
            "dtype": [torch.int64], "device": DEVICES}, {"nh": "n"}),
     Entry("costs.measure_attention_costs", costs.measure_attention_costs, dict(lengths=[2, 3], repeat=1, device="cpu"),
           {"lengths": [[], [0], [1.5], "23"], "repeat": POS_INT, "side": NAME, "device": DEVICES}),
+    Entry("fused_ops.add_rms_norm", fused_ops.add_rms_norm,
+          dict(x=torch.zeros(2, 8), weight=torch.ones(8), eps=1e-6, delta=torch.zeros(2, 8)),
+          {"x": [torch.zeros(8, 2).t()], "delta": [torch.zeros(3, 8)]}),
+    Entry("fused_ops.silu_mul", fused_ops.silu_mul, dict(gate_up=torch.zeros(2, 8)), {"gate_up": [torch.zeros(2, 7)]}),
+    Entry("fused_ops.rope", fused_ops.rope, dict(x=torch.zeros(1, 3, 4, 8), cos=torch.ones(1, 3, 1, 8),
+                                                 sin=torch.zeros(1, 3, 1, 8), heads=3), {"heads": [-1, 5]}),
+    Entry("fused_ops.write_kv", fused_ops.write_kv,
+          dict(k=torch.zeros(3, 2, 8), v=torch.zeros(3, 2, 8), slots=torch.tensor([0, 5, 9]),
+               key_blocks=torch.zeros(4, 2, 8, 4), value_blocks=torch.zeros(4, 2, 4, 8)),
+          {"slots": [torch.tensor([0, 5, 16]), torch.tensor([-1, 0, 1])]}),
     Entry("op_count.count_ops", op_count.count_ops, dict(fn=lambda: torch.ones(2) + 1, modules=[torch.nn.ReLU()]),
           {"fn": [3, None, "f"], "modules": [5, "ab", [5], [None]]}),
     Entry("op_count.fused_c_runs", op_count.fused_c_runs, dict(device="cpu", dtype=torch.float32),

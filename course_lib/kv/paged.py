@@ -409,10 +409,8 @@ class PagedKVStore(KVStore):
                     checked: bool = False) -> None:
         """Scatter k, v (n, nkv, hd) into flat `slots` (n,) of one layer (fused_ops.write_kv: one pass
         in C on the CPU). checked=True: the caller knows every slot is in [0, capacity)."""
-        slots, top = slots.to(self.device), self.num_blocks * self.block_size - 1
-        if not checked and slots.numel() and not 0 <= int(slots.min()) <= int(slots.max()) <= top:
-            raise ValueError(f"slots: must be in [0, {top}]; got {int(slots.min())} .. {int(slots.max())}")
-        write_kv(k, v, slots, self.key_blocks(layer), self.value_blocks(layer))
+        slots = slots.to(self.device)
+        write_kv(k, v, slots, self.key_blocks(layer), self.value_blocks(layer), checked=checked)   # ValueError if not
 
     def write(self, layer: int, seq_id: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store k, v (n, nkv, hd) at positions start .. start+n-1 (through the slot mapping)."""
