@@ -5,7 +5,7 @@ layer is several of them (RMSNorm alone is a square, a mean, an add, an rsqrt an
 multiplies), and every operation costs a few microseconds whatever its size: dispatch, a new
 output tensor, one more pass over memory. At 8-64 rows of a 128-wide model that fixed cost is
 most of the step (lesson 04 and benchmarks/peer.py measure it). Serving engines therefore fuse
-them; vLLM ships these same four as custom ops for every device:
+them; vLLM ships these same four as custom ops (its csrc/ kernels, for GPUs and for CPUs):
 
     add_rms_norm(x, w, eps, delta)   the residual add and RMSNorm in one pass  (fused_add_rms_norm)
     silu_mul(gate_up)                SwiGLU's silu(gate) * up                  (silu_and_mul)
