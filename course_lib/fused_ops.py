@@ -19,6 +19,7 @@ The two agree to rounding (tests/test_fused_ops.py). `use("torch")` makes every 
 reference, e.g. to time one against the other:
 
     with fused_ops.use("torch"): ...       # 'auto' (default), 'c' (raise if C cannot run) or 'torch'
+    fused_ops.c_runs(device, dtype)       # does the C code serve such tensors here?
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import ctypes
 import torch
 import torch.nn.functional as F
 
+from course_lib.device import check_device
 from course_lib.kernel_build import load_library
+from course_lib.validate import check_type
 
 SOURCE = "fused_ops.c"
 IMPLS = ("auto", "c", "torch")
@@ -96,6 +99,17 @@ def _load(dtype: torch.dtype):
         return None
     _libs[dtype] = lib
     return lib
+
+
+def c_runs(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the C code serves tensors of this device and dtype here (a CPU, float32 or float64,
+    a C compiler); elsewhere the PyTorch references do. Builds the library if needed."""
+    x = torch.zeros(1, 2, device=check_device(device), dtype=check_type("dtype", dtype, torch.dtype))
+    try:
+        with use("c"):
+            return _lib(x) is not None
+    except RuntimeError:
+        return False
 
 
 def _rows(x: torch.Tensor, width: int, name: str) -> int:

@@ -21,12 +21,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from course_lib import fused_ops
-from course_lib.device import check_device
 from course_lib.validate import check_callable, check_sequence, check_type
 
 
@@ -90,15 +87,3 @@ def count_ops(fn: Callable[[], Any], modules: Sequence[nn.Module] = ()) -> tuple
             h.remove()
     by_op = dict(sorted(counter.by_op.items(), key=lambda kv: (-kv[1], kv[0])))
     return OpCount(counter.total, by_op, tuple(inside)), result
-
-
-def fused_c_runs(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> bool:
-    """Whether course_lib.fused_ops runs its C code for tensors of this device and dtype here
-    (a CPU, float32 or float64, a C compiler); elsewhere its PyTorch references serve."""
-    x = torch.zeros(1, 2, device=check_device(device), dtype=check_type("dtype", dtype, torch.dtype))
-    try:
-        with fused_ops.use("c"):
-            fused_ops.silu_mul(x)
-    except RuntimeError:
-        return False
-    return True

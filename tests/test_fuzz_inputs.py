@@ -486,7 +486,7 @@ ENTRIES += [
           {"slots": [torch.tensor([0, 5, 16]), torch.tensor([-1, 0, 1])]}),
     Entry("op_count.count_ops", op_count.count_ops, dict(fn=lambda: torch.ones(2) + 1, modules=[torch.nn.ReLU()]),
           {"fn": [3, None, "f"], "modules": [5, "ab", [5], [None]]}),
-    Entry("op_count.fused_c_runs", op_count.fused_c_runs, dict(device="cpu", dtype=torch.float32),
+    Entry("fused_ops.c_runs", fused_ops.c_runs, dict(device="cpu", dtype=torch.float32),
           {"device": DEVICES, "dtype": [None, "float32", 5]}),
     # ---- generation ----
     Entry("generate.generate", gen.generate, dict(model=MODEL, prompts=[[65, 66]], max_new_tokens=2),

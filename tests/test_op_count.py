@@ -8,7 +8,7 @@ from course_lib import fused_ops
 from course_lib.kv.decoding import run_packed
 from course_lib.kv.paged import PagedKVStore
 from course_lib.kv.step import PackedStep
-from course_lib.op_count import OpCount, count_ops, fused_c_runs
+from course_lib.op_count import OpCount, count_ops
 
 
 def test_counts_each_aten_operation_once_and_returns_the_result():
@@ -57,9 +57,9 @@ def test_bad_arguments_are_refused_by_name(kwargs, name):
 
 
 def test_fused_c_runs_only_for_float_cpu_tensors():
-    assert not fused_c_runs("cpu", torch.int64)
+    assert not fused_ops.c_runs("cpu", torch.int64)
     with pytest.raises(ValueError, match="^device"):
-        fused_c_runs("tpu")
+        fused_ops.c_runs("tpu")
 
 
 def test_a_fused_decode_step_runs_fewer_operations_per_layer_and_the_same_logits(model64):
@@ -80,7 +80,7 @@ def test_a_fused_decode_step_runs_fewer_operations_per_layer_and_the_same_logits
             counts[impl], logits[impl] = count_ops(decode_step, modules=model64.model.layers)
     assert len(counts["auto"].per_module) == model64.config.num_hidden_layers
     assert torch.allclose(logits["auto"], logits["torch"], atol=1e-10)
-    if fused_c_runs("cpu", torch.float64):
+    if fused_ops.c_runs("cpu", torch.float64):
         assert all(f < r for f, r in zip(counts["auto"].per_module, counts["torch"].per_module))
         assert counts["torch"].by_op.get("aten.rsqrt", 0) > counts["auto"].by_op.get("aten.rsqrt", 0) == 0
     else:
