@@ -112,14 +112,6 @@ def c_runs(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float3
         return False
 
 
-def _rows(x: torch.Tensor, width: int, name: str) -> int:
-    """Rows of x seen as (rows, width), checking that it is laid out so (C reads raw memory)."""
-    if x.shape[-1] != width or not x.is_contiguous():
-        raise ValueError(f"{name}: must be contiguous with last dim {width}; got shape {tuple(x.shape)}, "
-                         f"strides {x.stride()}")
-    return x.numel() // width if width else 0
-
-
 # ---- RMSNorm, with the residual add ------------------------------------------------------------
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x / sqrt(mean(x^2) + eps) * weight over the last dim (F.rms_norm: one PyTorch op made of six)."""
@@ -130,20 +122,21 @@ def add_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
                  delta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rms_norm(s) * weight, s) with s = x + delta (s = x when delta is None): the residual
     stream moves on and is normalised in one pass. x, delta (..., D); weight (D,). x is not changed."""
+    D = x.shape[-1]
+    if weight.shape != (D,):
+        raise ValueError(f"weight: must have shape ({D},), x's last dim; got {tuple(weight.shape)}")
+    if delta is not None and delta.shape != x.shape:
+        raise ValueError(f"delta: must have x's shape {tuple(x.shape)}; got {tuple(delta.shape)}")
     lib = _lib(x, weight) if delta is None else _lib(x, weight, delta)
-    if lib is None:
+    if (lib is None or not x.is_contiguous() or not weight.is_contiguous()
+            or (delta is not None and not delta.is_contiguous())):           # C reads contiguous rows
         s = x if delta is None else x + delta
         return rms_norm_reference(s, weight, eps), s
-    D = x.shape[-1]
-    N = _rows(x, D, "x")
-    _rows(weight, D, "weight")
+    N = x.numel() // D if D else 0                                              # rows
     out = torch.empty_like(x)                                                   # (..., D)
     if delta is None:
         lib.add_rms_norm(x.data_ptr(), None, weight.data_ptr(), None, out.data_ptr(), N, D, eps)
         return out, x
-    if delta.shape != x.shape:
-        raise ValueError(f"delta: must have x's shape {tuple(x.shape)}; got {tuple(delta.shape)}")
-    _rows(delta, D, "delta")
     s = torch.empty_like(x)                                                     # (..., D)
     lib.add_rms_norm(x.data_ptr(), delta.data_ptr(), weight.data_ptr(), s.data_ptr(), out.data_ptr(), N, D, eps)
     return out, s
@@ -152,15 +145,15 @@ def add_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
 # ---- SwiGLU's activation -------------------------------------------------------------------------
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     """gate_up (..., 2 I), gate then up -> silu(gate) * up (..., I)."""
+    two_i = gate_up.shape[-1]
+    if two_i % 2:
+        raise ValueError(f"gate_up: its last dim must be even (gate and up side by side); got {two_i}")
     lib = _lib(gate_up)
     if lib is None or not gate_up.is_contiguous():
         gate, up = gate_up.chunk(2, dim=-1)                                     # (..., I) each
         return F.silu(gate) * up
-    two_i = gate_up.shape[-1]
-    if two_i % 2:
-        raise ValueError(f"gate_up: its last dim must be even (gate and up side by side); got {two_i}")
     out = gate_up.new_empty(*gate_up.shape[:-1], two_i // 2)                      # (..., I)
-    lib.silu_mul(gate_up.data_ptr(), out.data_ptr(), _rows(gate_up, two_i, "gate_up"), two_i // 2)
+    lib.silu_mul(gate_up.data_ptr(), out.data_ptr(), gate_up.numel() // two_i if two_i else 0, two_i // 2)
     return out
 
 

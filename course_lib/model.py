@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from course_lib.attention import padded_causal_mask, sdpa_attention
 from course_lib.device import check_device
-from course_lib.fused_ops import add_rms_norm, apply_rope, rotate_half, rope, silu_mul  # noqa: F401  (apply_rope, rotate_half: the readable RoPE, importable from here)
+from course_lib.fused_ops import add_rms_norm, rope, silu_mul
 from course_lib.tokenizer import VOCAB_SIZE
 from course_lib.validate import FLOAT_DTYPES, check_dtype, check_float, check_int, check_type
 

@@ -129,3 +129,15 @@ def test_write_kv_refuses_a_slot_outside_the_pool_before_any_write():
         with pytest.raises(ValueError, match=r"slots: must be in \[0, 7\]"), fo.use("c"):
             fo.write_kv(k, k, torch.tensor(bad), kb, vb)
     assert not kb.any() and not vb.any()
+
+
+def test_c_and_the_reference_take_the_same_inputs():
+    """A non-contiguous x goes to the reference (C reads contiguous rows); a bad shape is refused on both."""
+    x, w = torch.randn(8, 4).t(), torch.randn(8)                            # (4, 8), not contiguous
+    for impl in ("auto", "torch"):
+        with fo.use(impl):
+            close(fo.add_rms_norm(x, w, 1e-6)[0], F.rms_norm(x, (8,), w, 1e-6), 1e-6)
+            with pytest.raises(ValueError, match="^weight"):
+                fo.add_rms_norm(x, torch.ones(7), 1e-6)
+            with pytest.raises(ValueError, match="^gate_up"):
+                fo.silu_mul(torch.randn(2, 5))

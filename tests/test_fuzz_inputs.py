@@ -476,7 +476,7 @@ ENTRIES += [
           {"lengths": [[], [0], [1.5], "23"], "repeat": POS_INT, "side": NAME, "device": DEVICES}),
     Entry("fused_ops.add_rms_norm", fused_ops.add_rms_norm,
           dict(x=torch.zeros(2, 8), weight=torch.ones(8), eps=1e-6, delta=torch.zeros(2, 8)),
-          {"x": [torch.zeros(8, 2).t()], "delta": [torch.zeros(3, 8)]}),
+          {"weight": [torch.ones(7), torch.ones(2, 8)], "delta": [torch.zeros(3, 8)]}),
     Entry("fused_ops.silu_mul", fused_ops.silu_mul, dict(gate_up=torch.zeros(2, 8)), {"gate_up": [torch.zeros(2, 7)]}),
     Entry("fused_ops.rope", fused_ops.rope, dict(x=torch.zeros(1, 3, 4, 8), cos=torch.ones(1, 3, 1, 8),
                                                  sin=torch.zeros(1, 3, 1, 8), heads=3), {"heads": [-1, 5]}),
