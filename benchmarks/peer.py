@@ -26,9 +26,12 @@ installed; it is not here). Each request is added to transformers' manager with 
 `max_new_tokens` and `eos_token_id` (`manager.add_request`), since `generate_batch` takes one
 max_new_tokens for all.
 
-Per round each contender serves the whole trace once (interleaved: engine, transformers,
-engine, ...); every figure is the median [min–max] of the rounds, and the ratio is taken
-round by round. What transformers' API exposes: the generated tokens, per-token timestamps
+Per round the engine serves the whole trace, then transformers, then the engine again
+(A-B-A): the engine's figure for the round is the mean of its two runs, which flank
+transformers' run in time, so a drift of this machine's speed during the round weighs
+alike on both (with A-B alone, the machine speeding up or slowing down between the two
+runs lands on the ratio whole). Every figure is the median [min–max] of the rounds, and
+the ratio is taken round by round. What transformers' API exposes: the generated tokens, per-token timestamps
 (`record_timestamps=True`), the request's creation time and lifespan. So tokens/s, TTFT and
 TPOT are measured for both; the number of model steps, tokens per step, requests per step and
 preemptions are not exposed by transformers and are shown for the engine only.
@@ -213,15 +216,30 @@ def agreement(a: dict[int, list[int]], b: dict[int, list[int]]) -> int:
     return sum(a.get(rid) == b.get(rid) for rid in a)
 
 
+def flanking(before: dict, after: dict) -> dict:
+    """One round's engine record from its two runs, before and after transformers' run: the
+    mean of their times (tok/s = tokens / mean seconds) and of their latency percentiles.
+    Both runs must have generated the same tokens (the engine is deterministic)."""
+    if before["outputs"] != after["outputs"]:
+        raise RuntimeError("course engine: two runs of the same trace generated different tokens")
+    seconds = (before["seconds"] + after["seconds"]) / 2
+    mean = {k: (before[k] + after[k]) / 2 for k in ("ttft_p50", "ttft_p90", "tpot_p50", "tpot_p90")}
+    return {**before, **mean, "seconds": seconds, "tok_s": before["tokens"] / seconds,
+            "runs_s": [before["seconds"], after["seconds"]]}
+
+
 def serve_rounds(model, hf, trace, max_new, rounds: int, progress=None) -> dict[str, list[dict]]:
-    """`rounds` interleaved rounds: in each, the engine then transformers serve the whole trace
-    once, then the engine's steps' matrix multiplies alone are timed (`gemm_floor`)."""
+    """`rounds` interleaved rounds: in each, the engine, transformers and the engine again serve
+    the whole trace (A-B-A: the engine's record is `flanking` of its two runs), then the engine's
+    steps' matrix multiplies alone are timed (`gemm_floor`)."""
     progress = progress or NullProgress()
     recs: dict[str, list[dict]] = {ENGINE: [], PEER: []}
     for _ in range(rounds):
-        recs[ENGINE].append(run_course(model, trace, max_new))
+        before = run_course(model, trace, max_new)
         progress.update(1)
         recs[PEER].append(run_peer(hf, trace, max_new))
+        progress.update(1)
+        recs[ENGINE].append(flanking(before, run_course(model, trace, max_new)))
         progress.update(1)
         recs[ENGINE][-1]["gemm_s"] = gemm_floor(model, recs[ENGINE][-1]["step_shapes"])
     return recs
@@ -320,8 +338,10 @@ def _run(quick: bool, progress, device) -> BenchResult:
              "TTFT and TPOT for transformers come from its per-token timestamps (record_timestamps=True); the clock "
              "starts just before the first request is added. Not exposed by its API, so not shown: model steps, "
              "requests per step, preemptions.",
-             "'× transformers' is the ratio taken round by round (both ran in the same round), then median [min–max]; "
-             "the target counts the worse end."]
+             "'× transformers' is the ratio taken round by round, then median [min–max]; the target counts the worse "
+             "end. A round runs the engine, transformers and the engine again (A-B-A); the engine's time for the "
+             "round is the mean of its two runs, so drift of the machine's speed during the round cancels to first "
+             "order. Both engine runs of every round generated the same tokens."]
     sizes = {"requests": dict(cfg["requests"]), "rounds": cfg["rounds"], **SETTINGS,
              "transformers": transformers.__version__, "torch threads": torch.get_num_threads()}
     res = BenchResult(NAME, TITLE, environment(device), sizes, tables, targets, ratios, notes, data=data)
@@ -352,4 +372,4 @@ def figures(data) -> list:
 
 def units(quick: bool) -> int:
     cfg = QUICK if quick else FULL
-    return 2 * cfg["rounds"] * len(cfg["requests"])
+    return 3 * cfg["rounds"] * len(cfg["requests"])

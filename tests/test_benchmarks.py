@@ -294,3 +294,15 @@ def test_gemm_floor_times_each_step_shape_once_and_counts_it_per_step(monkeypatc
     assert len(shapes) == 2 * 4 * layers + 1                              # two distinct shapes; lm_head only with rows
     assert shapes.count((1, model.config.vocab_size)) == 1
     assert {n for n, _ in shapes} == {4, 8, 1}
+
+
+def test_peer_flanking_averages_the_engine_runs_around_transformers_and_refuses_different_tokens():
+    from benchmarks import peer
+    lat = {"ttft_p50": 0.1, "ttft_p90": 0.2, "tpot_p50": 0.01, "tpot_p90": 0.02}
+    a = {"tokens": 100, "seconds": 1.0, "tok_s": 100.0, "outputs": {0: [1, 2]}, **lat}
+    b = {**a, "seconds": 3.0, "tok_s": 100 / 3, "ttft_p50": 0.3}
+    rec = peer.flanking(a, b)
+    assert rec["seconds"] == 2.0 and rec["tok_s"] == 50.0 and rec["runs_s"] == [1.0, 3.0]
+    assert abs(rec["ttft_p50"] - 0.2) < 1e-12 and rec["ttft_p90"] == 0.2
+    with pytest.raises(RuntimeError, match="different tokens"):
+        peer.flanking(a, {**b, "outputs": {0: [1, 3]}})

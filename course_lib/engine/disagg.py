@@ -46,6 +46,7 @@ import torch
 
 from course_lib.device import synchronize
 from course_lib.engine.engine import Engine, clone_requests
+from course_lib.engine.heap import frozen_heap
 from course_lib.engine.metrics import EngineResult
 from course_lib.engine.request import Rejection, Request, State
 from course_lib.engine.scheduler import Preemption, Scheduler
@@ -402,13 +403,14 @@ class DisaggregatedServer:
             self._originals[r.rid] = r
             self.prefill.submit(r.clone(max_new_tokens=1))     # the prefill engine stops after the first token
         steps = 0
-        while max_steps is None or steps < max_steps:
-            tp, td = self.prefill.next_event(), self.decode.next_event()
-            if math.isinf(tp) and math.isinf(td):
-                break
-            stage = self.prefill if tp <= td else self.decode
-            if stage.step() is not None:
-                steps += 1
+        with frozen_heap():                                    # as Engine.run: engine/heap.py
+            while max_steps is None or steps < max_steps:
+                tp, td = self.prefill.next_event(), self.decode.next_event()
+                if math.isinf(tp) and math.isinf(td):
+                    break
+                stage = self.prefill if tp <= td else self.decode
+                if stage.step() is not None:
+                    steps += 1
         return self.result()
 
     def result(self) -> DisaggResult:

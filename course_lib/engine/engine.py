@@ -30,7 +30,8 @@ The parts it calls live beside it: engine/scheduler.py (who runs, and KV
 reservation), kv/step.py (one packed model step, the path every caller runs),
 engine/clock.py (the clocks), engine/sample.py (the sampler), engine/fork.py
 (parallel sampling and beam search: n samples or W beams forked after the
-prefill, on shared blocks), kv/contexts.py (the padded and batched-decode
+prefill, on shared blocks), engine/heap.py (the heap frozen while it runs: no
+long garbage-collector pauses inside steps), kv/contexts.py (the padded and batched-decode
 attention contexts, for any store).
 """
 
@@ -45,6 +46,7 @@ import torch
 from course_lib.device import synchronize
 from course_lib.engine.clock import make_clock
 from course_lib.engine.fork import beam_rows, fork_samples
+from course_lib.engine.heap import frozen_heap
 from course_lib.engine.metrics import EngineResult, StepRecord
 from course_lib.engine.request import Rejection, Request, State
 from course_lib.engine.sample import Sampler
@@ -347,7 +349,9 @@ class Engine:
         return out, [r for _, r in pairs], len(rows) * T, t2, time.perf_counter()
 
     def run(self, requests: Iterable[Request] = (), progress: bool = False, max_steps: int | None = None) -> EngineResult:
-        """Submit `requests`, step until every request has finished or been rejected."""
+        """Submit `requests`, step until every request has finished or been rejected.
+        The steps run with the heap frozen (engine/heap.py: no long garbage-collector pause
+        walks the objects that were alive before the run)."""
         check_bool("progress", progress)
         check_int("max_steps", max_steps, 1, none_ok=True)
         for r in check_iterable("requests", requests, what="a list of Requests"):
@@ -356,12 +360,13 @@ class Engine:
         if progress:
             bar = progress_bar(total=sum(r.max_new_tokens for r in self.requests), desc=self.scheduler.policy.name,
                                unit="tok")
-        while max_steps is None or len(self.steps) < max_steps:
-            before = sum(len(r.output) for r in self.requests) if bar else 0
-            if self.step() is None:
-                break
-            if bar:
-                bar.update(sum(len(r.output) for r in self.requests) - before)
+        with frozen_heap():
+            while max_steps is None or len(self.steps) < max_steps:
+                before = sum(len(r.output) for r in self.requests) if bar else 0
+                if self.step() is None:
+                    break
+                if bar:
+                    bar.update(sum(len(r.output) for r in self.requests) - before)
         if bar:
             bar.close()
         return self.result()
