@@ -169,8 +169,10 @@ def measure_cold(batch: int, context: int, repeat: int, bandwidth, device=None, 
     least the copy probe's buffer (cold_layers). Each layer's KV was last read a whole step
     earlier, with several times the last-level cache read since, so it comes from memory. A
     round times the whole step (every layer) for contiguous SDPA and for the fast paged kernel,
-    then the copy probe: each timing spans ~0.1 s or more, so a burst of load on a shared
-    machine weighs alike on kernel and copy; the fraction is taken round by round.
+    with the copy probe before them and after them (the copy that opens the next round, one more
+    after the last): each timing spans ~0.1 s or more, and the round's copy time is the mean of
+    the two copies flanking its kernels (A-B-A), so a drift of the shared machine's speed weighs
+    alike on kernel and copy; the fraction is taken round by round.
     `shape`: the attention shape (default SHAPE); `threads`: torch's and the kernel's thread
     count while it runs, the copy's too (None: leave the process setting)."""
     device = device or get_device()
@@ -193,12 +195,14 @@ def measure_cold(batch: int, context: int, repeat: int, bandwidth, device=None, 
                   for name in names}
         step = {name: (lambda fs=tuple(fns[name] for fns in per_layer): [f() for f in fs]) for name in names}
         copy_fn, moved = copy_probe(device, bandwidth.nbytes)
-        times = time_interleaved({**step, "copy probe": copy_fn}, repeat=repeat, warmup=1, device=device,
+        times = time_interleaved({"copy probe": copy_fn, **step}, repeat=repeat, warmup=1, device=device,
                                  ordered=True)
+        last_copy = time_interleaved({"copy probe": copy_fn}, repeat=1, warmup=0, device=device)["copy probe"]
     finally:
         torch.set_num_threads(before_threads)
-    copy_rounds = times.pop("copy probe")
-    copy_bps = moved / median(copy_rounds)
+    copies = times.pop("copy probe") + last_copy            # repeat + 1 copies: one before every round's kernels,
+    copy_rounds = [(a + b) / 2 for a, b in zip(copies, copies[1:])]   # one after the last: each round's copy time is
+    copy_bps = moved / median(copy_rounds)                  # the mean of the two that flank its kernels (A-B-A)
     nbytes = layer_bytes * n_layers
     rec = {"batch": batch, "context": context, "mixed": False, "cold": True, "kv_bytes": nbytes,
            "layers": n_layers, "layer_kv_bytes": layer_bytes,
@@ -331,7 +335,8 @@ def run(quick: bool = False, progress=None, device=None) -> BenchResult:
                      note=("A round times one decode step over `layers` layers, each with its KV in a pool of its "
                            "own, the layers' KV together at least the copy probe's buffer, so every layer's KV comes "
                            "from memory (as in a real model). A fraction is KV bytes/s over the copy's bytes/s (read + "
-                           "write) in the same round, under the same thread count; median [min–max] over the rounds. "
+                           "write) in the same round, under the same thread count (the round's copy time: the mean of "
+                           "the copy before its kernels and the one after them); median [min–max] over the rounds. "
                            "'load': the 1-minute load average before and after the row (a shared machine)."))
     speed = _speed_spread(target, "paged (fast)")
     in_cache = llc is not None and target["kv_bytes"] / 2**20 < llc
@@ -347,7 +352,7 @@ def run(quick: bool = False, progress=None, device=None) -> BenchResult:
             f"fast paged decode attention, share of the measured copy bandwidth (batch 32, 1,024, cache-cold; "
             f"{rec['label']}{threads})", _fraction_spread(rec), BANDWIDTH_GOAL, unit="",
             limit=("the worse end is set by the rounds in which other work on the shared machine takes a core or "
-                   "memory bandwidth while the kernel runs (the copy of the same round runs a moment apart); with 2 "
+                   "memory bandwidth while the kernel runs (the copies flanking it run a moment before and after); with 2 "
                    "threads the helper thread then waits for a core. The kernel reads each K/V byte once (one pass, "
                    "each K/V block shared by its query heads, a tile of blocks in flight at once); with TinyLM's "
                    "small heads one layer's call takes ~1.4 ms at 2 threads, ~0.15 ms of it the Python-side checks. "

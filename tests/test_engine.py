@@ -282,3 +282,19 @@ def test_prefix_cache_hits_skip_cached_prompt_tokens(model64):
     assert [(rid, n) for rid, n, _ in first.items if rid == 1] == [(1, 2)]      # only the 2 new tokens
     for r in res.requests:
         assert r.output == generate(model64, [r.prompt], r.max_new_tokens)[0]
+
+
+def test_a_sampler_hands_a_random_stream_over_and_the_draws_go_on_where_they_stopped():
+    from course_lib.engine import Sampler
+    logits = torch.linspace(0, 1, 16)[None]                              # (1, V): every token possible
+    req = Request([40, 41], 4, rid=7, temperature=1.0, seed=3)
+    alone = Sampler()
+    straight = [alone([req], logits)[0] for _ in range(4)]
+    first, second = Sampler(), Sampler()
+    moved = [first([req], logits)[0] for _ in range(2)]
+    first.hand_over(7, second)
+    moved += [second([req], logits)[0] for _ in range(2)]
+    assert moved == straight
+    first.hand_over(7, second)                                           # nothing left to move: a no-op
+    with pytest.raises(ValueError, match="rid: request 7 already has a random stream"):
+        second.adopt(7, torch.Generator())

@@ -47,4 +47,10 @@ class Sampler:
         another engine goes on drawing the same random numbers). No stream yet: nothing moves."""
         gen = self._generators.pop(rid, None)
         if gen is not None:
-            to._generators[rid] = gen
+            to.adopt(rid, gen)
+
+    def adopt(self, rid: int, generator: torch.Generator) -> None:
+        """Go on with request `rid`'s random stream, handed over by another sampler."""
+        if rid in self._generators:
+            raise ValueError(f"rid: request {rid!r} already has a random stream in this sampler")
+        self._generators[rid] = generator
