@@ -306,3 +306,21 @@ def test_peer_flanking_averages_the_engine_runs_around_transformers_and_refuses_
     assert abs(rec["ttft_p50"] - 0.2) < 1e-12 and rec["ttft_p90"] == 0.2
     with pytest.raises(RuntimeError, match="different tokens"):
         peer.flanking(a, {**b, "outputs": {0: [1, 3]}})
+
+
+def test_decode_attention_kernel_step_checks_the_shared_tables_once_and_matches_each_layer():
+    import torch
+
+    from benchmarks import decode_attention as da
+    from course_lib.paged_attention import kernel_unavailable_reason, paged_attention_kernel, random_decode_problem
+    layers = [random_decode_problem(2, 40, seed=0, num_heads=4, num_kv_heads=2, head_dim=16) for _ in range(3)]
+    if kernel_unavailable_reason(layers[0]["q"], layers[0]["key_blocks"]):
+        pytest.skip("no C kernel here")
+    for p in layers[1:]:
+        p["value_blocks"].mul_(2)                            # each layer its own pool and its own values
+    outs = da.kernel_step(layers, threads=1)
+    assert len(outs) == 3
+    for p, out in zip(layers, outs):
+        ref = paged_attention_kernel(p["q"], p["key_blocks"], p["value_blocks"], p["block_tables"], p["context_lens"])
+        assert torch.equal(out, ref)
+    assert not torch.equal(outs[0], outs[1])
