@@ -87,3 +87,14 @@ def test_the_disaggregated_server_runs_frozen_too(model, monkeypatch):
     res = DisaggregatedServer(model).run(requests(2))
     assert len([r for r in res.requests if r.finish_reason]) == 2 and seen and min(seen) > before
     assert gc.get_freeze_count() == before
+
+
+def test_a_heap_the_caller_froze_is_left_frozen():
+    gc.freeze()
+    try:
+        mine = gc.get_freeze_count()
+        with frozen_heap():
+            assert gc.get_freeze_count() == mine
+        assert gc.get_freeze_count() == mine            # not unfrozen behind the caller's back
+    finally:
+        gc.unfreeze()

@@ -27,18 +27,23 @@ from contextlib import contextmanager
 from typing import Iterator
 
 _depth = 0      # how many frozen_heap() blocks are open (only the outermost freezes and unfreezes)
+_owned = False  # whether the outermost block froze the heap (False: it was frozen already, by someone else)
 
 
 @contextmanager
 def frozen_heap() -> Iterator[None]:
-    """Within the block, the objects alive when it began are out of the cyclic collector's sight."""
-    global _depth
+    """Within the block, the objects alive when it began are out of the cyclic collector's sight.
+    A heap that is frozen already (the caller ran gc.freeze() itself) is left as it is, and is
+    not unfrozen at the end."""
+    global _depth, _owned
     if _depth == 0:
-        gc.freeze()
+        _owned = gc.get_freeze_count() == 0
+        if _owned:
+            gc.freeze()
     _depth += 1
     try:
         yield
     finally:
         _depth -= 1
-        if _depth == 0:
+        if _depth == 0 and _owned:
             gc.unfreeze()
