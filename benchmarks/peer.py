@@ -70,6 +70,7 @@ QUICK = dict(requests={"sharegpt": 24, "stories": 8}, rounds=ROUNDS)
 ENGINE = "course engine (continuous, paged)"
 PEER = "transformers CB (generate_batch)"
 GOAL = 3.0
+PHASES = ("schedule", "build", "model", "sample")      # an engine step's phases (engine/metrics.py's StepRecord)
 
 
 def make_trace(key: str, n: int):
@@ -171,7 +172,9 @@ def run_course(model, trace, max_new: dict[int, int]) -> dict:
     lat = res.latencies()
     steps = res.steps
     sampled = Counter(step for r in res.requests for step in r.token_steps)          # step index -> tokens out
+    phases = {name: sum(getattr(s, f"{name}_s") for s in steps) for name in PHASES}     # seconds in each phase
     return {"tokens": res.generated_tokens, "seconds": seconds, "tok_s": res.generated_tokens / seconds,
+            "phases_s": phases,
             "steps": len(steps), "running": sum(len(s.items) for s in steps) / max(1, len(steps)),
             "step_shapes": [(s.num_tokens, sampled[s.index]) for s in steps],
             "preemptions": sum(r.num_preemptions for r in res.requests), "outputs": res.outputs(),
@@ -224,7 +227,8 @@ def flanking(before: dict, after: dict) -> dict:
         raise RuntimeError("course engine: two runs of the same trace generated different tokens")
     seconds = (before["seconds"] + after["seconds"]) / 2
     mean = {k: (before[k] + after[k]) / 2 for k in ("ttft_p50", "ttft_p90", "tpot_p50", "tpot_p90")}
-    return {**before, **mean, "seconds": seconds, "tok_s": before["tokens"] / seconds,
+    phases = {k: (before["phases_s"][k] + after["phases_s"][k]) / 2 for k in before.get("phases_s", {})}
+    return {**before, **mean, "seconds": seconds, "tok_s": before["tokens"] / seconds, "phases_s": phases,
             "runs_s": [before["seconds"], after["seconds"]]}
 
 
@@ -316,6 +320,17 @@ def _run(quick: bool, progress, device) -> BenchResult:
               "transformers s / multiplies alone (the most any engine could reach)": bound.text()}]))
         ratios[f"transformers time / the engine's matrix multiplies alone, {labels[key]} (median of rounds)"] = \
             bound.median
+        steps = recs[ENGINE][0]["steps"]
+        per_step = {name: Spread.of([r["phases_s"][name] / steps for r in recs[ENGINE]]).scaled(1e3)
+                    for name in PHASES}
+        per_step["the matrix multiplies alone"] = Spread.of([r["gemm_s"] / steps for r in recs[ENGINE]]).scaled(1e3)
+        tables.append(Table(
+            f"{labels[key]}: where the engine's step goes (ms per step over its {steps} steps, median [min–max] of "
+            f"rounds; the multiplies are part of 'model')",
+            list(per_step), [{name: sp.text() for name, sp in per_step.items()}],
+            note="schedule: the policy's plan and the KV reservation; build: the step's input ids, positions and "
+                 "block tables; model: the forward pass (every layer's matrix multiplies, attention and small "
+                 "operations); sample: argmax, appending tokens, finishing requests (engine/metrics.py's StepRecord)."))
         data[key]["gemm_floor"] = {"seconds": floor.asdict(), "bound": bound.asdict(), "share": share.asdict()}
         if key == "sharegpt":
             targets.append(Target.from_spread(
@@ -327,8 +342,10 @@ def _run(quick: bool, progress, device) -> BenchResult:
                        f"multiplies that any engine must do for these steps ({fmt(floor.median)} s, timed alone). "
                        f"Even an engine whose every other cost (attention, cache, scheduling, Python) were zero "
                        f"would reach transformers' time / {fmt(floor.median)} s = {bound.text()}x here. What is "
-                       f"left to cut is the engine's per-step cost outside those multiplies; on a GPU both would be "
-                       f"bound by the same weight reads.")))
+                       f"left to cut is the engine's per-step cost outside those multiplies (the table 'where the "
+                       f"engine's step goes': most of it is the forward pass's other operations and the Python "
+                       f"that calls them, a few microseconds each); on a GPU both would be bound by the same "
+                       f"weight reads.")))
     notes = [f"transformers {transformers.__version__}; settings for both: {SETTINGS['block_size']}-token KV blocks "
              f"(transformers page_size), {SETTINGS['full_contexts']} full contexts of KV token slots (num_blocks x "
              f"page_size = the engine's paged capacity), {SETTINGS['tokens_per_step']} tokens per step "

@@ -270,6 +270,8 @@ def test_transformers_contender_gives_the_engine_tokens_on_a_tiny_trace():
             theirs = peer.run_peer(hf, trace, max_new)
             assert peer.agreement(ours["outputs"], theirs["outputs"]) == n, key
             assert ours["tokens"] == theirs["tokens"] > 0
+            assert set(ours["phases_s"]) == set(peer.PHASES) and min(ours["phases_s"].values()) > 0
+            assert sum(ours["phases_s"].values()) <= ours["seconds"]               # the phases lie inside the run
             for rid, out in theirs["outputs"].items():                        # each stopped on its own
                 assert len(out) == max_new[rid] or out[-1] == EOS
             assert theirs["ttft_p50"] > 0 and theirs["steps"] is None           # steps: not exposed by its API
