@@ -20,7 +20,9 @@ iteration-level batches). Both serve:
 and the same settings (`SETTINGS`): 16-token KV blocks (transformers' `page_size`), the same
 number of KV token slots (transformers' `num_blocks` x page_size = the engine's paged capacity),
 256 tokens per step (`max_batch_tokens`), at most 64 requests per step
-(`max_requests_per_batch`), no prefix sharing (`allow_block_sharing=False`), one torch thread,
+(`max_requests_per_batch`), no newcomer while less than 15 % of the KV blocks are free
+(transformers' `safety_margin`, its FIFO scheduler's default, and the engine's `kv_margin`),
+no prefix sharing (`allow_block_sharing=False`), one torch thread,
 fp32, SDPA attention on the CPU (transformers would switch to flash attention where it is
 installed; it is not here). Each request is added to transformers' manager with its own
 `max_new_tokens` and `eos_token_id` (`manager.add_request`), since `generate_batch` takes one
@@ -64,7 +66,8 @@ TITLE = "Peer: transformers continuous batching (generate_batch) vs the course e
 WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "course_lib", "weights",
                        "tinylm-stories")
 SETTINGS = dict(block_size=eng_bench.BLOCK_SIZE, tokens_per_step=eng_bench.TOKENS_PER_STEP,
-                max_running=eng_bench.MAX_RUNNING, full_contexts=eng_bench.STATIC_BATCH)
+                max_running=eng_bench.MAX_RUNNING, full_contexts=eng_bench.STATIC_BATCH,
+                kv_margin=0.15)      # transformers' FIFO scheduler's default safety_margin, given to both
 FULL = dict(requests={"sharegpt": 96, "stories": 48}, rounds=ROUNDS)
 QUICK = dict(requests={"sharegpt": 24, "stories": 8}, rounds=ROUNDS)
 ENGINE = "course engine (continuous, paged)"
@@ -104,7 +107,8 @@ def peer_configs(trace, max_new: dict[int, int]):
     cb = ContinuousBatchingConfig(page_size=SETTINGS["block_size"],
                                   num_blocks=budget_slots(trace) // SETTINGS["block_size"],
                                   max_batch_tokens=SETTINGS["tokens_per_step"],
-                                  max_requests_per_batch=SETTINGS["max_running"], allow_block_sharing=False)
+                                  max_requests_per_batch=SETTINGS["max_running"], allow_block_sharing=False,
+                                  safety_margin=SETTINGS["kv_margin"])
     return gen, cb
 
 
@@ -160,7 +164,7 @@ def run_course(model, trace, max_new: dict[int, int]) -> dict:
     store = PagedKVStore.for_model(model, capacity=budget_slots(trace), block_size=SETTINGS["block_size"],
                                    max_model_len=trace.max_len, prefix_caching=False)
     eng = Engine(model, store=store, policy="prefill-first", step_mode="packed", max_running=SETTINGS["max_running"],
-                 max_tokens_per_step=SETTINGS["tokens_per_step"], clock="measured")
+                 max_tokens_per_step=SETTINGS["tokens_per_step"], clock="measured", kv_margin=SETTINGS["kv_margin"])
     reqs = requests_from_trace(trace, eos_id=EOS)
     for q in reqs:
         q.max_new_tokens = max_new[q.rid]
@@ -293,6 +297,7 @@ def _run(quick: bool, progress, device) -> BenchResult:
                 "tokens": rs[0]["tokens"],
                 "steps": rs[0]["steps"] if rs[0]["steps"] is not None else "not exposed",
                 "requests per step": rs[0]["running"] if rs[0]["running"] is not None else "not exposed",
+                "preemptions": rs[0]["preemptions"] if rs[0]["preemptions"] is not None else "not exposed",
                 "same tokens as the engine": f"{same_peer if name == PEER else same_eng}/{len(ref)}"})
         tables.append(Table(
             f"{labels[key]}: {len(trace)} requests (mean prompt {trace.mean_input:.1f} tokens, context "
@@ -350,7 +355,8 @@ def _run(quick: bool, progress, device) -> BenchResult:
              f"(transformers page_size), {SETTINGS['full_contexts']} full contexts of KV token slots (num_blocks x "
              f"page_size = the engine's paged capacity), {SETTINGS['tokens_per_step']} tokens per step "
              f"(max_batch_tokens), at most {SETTINGS['max_running']} requests per step (max_requests_per_batch), no "
-             f"prefix sharing, greedy, EOS = {EOS} on, each request's own max_new_tokens, "
+             f"newcomer while less than {SETTINGS['kv_margin']:.0%} of the KV blocks are free (safety_margin / "
+             f"kv_margin), no prefix sharing, greedy, EOS = {EOS} on, each request's own max_new_tokens, "
              f"{torch.get_num_threads()} torch thread(s), SDPA attention, fp32.",
              "TTFT and TPOT for transformers come from its per-token timestamps (record_timestamps=True); the clock "
              "starts just before the first request is added. Not exposed by its API, so not shown: model steps, "

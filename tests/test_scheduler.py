@@ -208,3 +208,52 @@ def test_next_tokens_is_the_slice_of_all_tokens_a_step_runs():
         r.num_computed = computed
         for n in range(0, 7 - computed):
             assert r.next_tokens(n) == r.all_tokens[computed:computed + n], (computed, n)
+
+
+# ---- the KV margin (Limits.kv_margin) ---------------------------------------------------------------
+def _margin_run(kv_margin):
+    from course_lib.engine import Engine
+    from course_lib.kv.paged import PagedKVStore
+    from course_lib.model import build_model
+    from helpers import tiny_config
+    model = build_model(tiny_config(), seed=3, weights="random")
+    store = PagedKVStore.for_model(model, capacity=96, block_size=4, max_model_len=48)
+    reqs = [Request([40 + i % 7] * (3 + i % 5), 14 + i % 9, rid=i) for i in range(12)]
+    eng = Engine(model, store=store, max_running=8, max_tokens_per_step=64, clock="steps", kv_margin=kv_margin)
+    seen = []                                  # (free share before the step, admitted while others ran)
+    real = eng.scheduler.schedule
+
+    def watched(now=0.0):
+        usage, running = store.usage(), set(map(id, eng.scheduler.running))
+        work = real(now)
+        newcomers = [r for r, _ in work if id(r) not in running and r.num_computed == 0]
+        seen.append((usage.free / usage.capacity, bool(newcomers) and bool(running)))
+        return work
+    eng.scheduler.schedule = watched
+    res = eng.run(reqs)
+    return res, seen
+
+
+def test_kv_margin_admits_no_newcomer_below_it_and_cuts_preemptions_without_changing_tokens():
+    plain, _ = _margin_run(0.0)
+    kept, seen = _margin_run(0.25)
+    assert len(kept.finished) == len(plain.finished) == 12 and kept.outputs() == plain.outputs()
+    assert all(free >= 0.25 for free, admitted in seen if admitted)       # newcomers only above the margin
+    assert any(free < 0.25 for free, _ in seen)                            # and the margin was reached
+    preempted = [sum(r.num_preemptions for r in res.requests) for res in (plain, kept)]
+    assert preempted[1] < preempted[0], preempted
+    assert kept.config["kv_margin"] == 0.25
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, float("nan"), "0.1", True])
+def test_kv_margin_is_refused_outside_zero_to_one(bad):
+    with pytest.raises((ValueError, TypeError), match="kv_margin"):
+        Limits(kv_margin=bad)
+
+
+def test_kv_margin_needs_a_store_with_a_capacity():
+    from course_lib.engine import Engine
+    from course_lib.model import build_model
+    from helpers import tiny_config
+    with pytest.raises(ValueError, match="kv_margin: ReferenceKVStore grows without a limit"):
+        Engine(build_model(tiny_config(), seed=3, weights="random"), kv_margin=0.1)

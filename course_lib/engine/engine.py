@@ -74,6 +74,8 @@ class Engine:
               `kv_capacity` token slots)
     policy:   'static', 'prefill-first', 'decode-first', 'chunked', or a Policy
     max_running, max_tokens_per_step: the batch limits (see scheduler.Limits)
+    kv_margin: the share of the KV store kept free before admitting a newcomer while
+              others run (scheduler.Limits; 0, the default: admit whenever it fits)
     preemption: 'recompute' (free KV, redo it later) or 'swap' (store.swap_out/in)
     step_mode: 'packed' or 'padded'
     clock:    'measured', 'steps' or a clock object with cost(wall_s, tokens, seqs)
@@ -94,7 +96,7 @@ class Engine:
                  max_running: int = 8, max_tokens_per_step: int = 256, preemption: Preemption = "recompute",
                  step_mode: StepMode = "packed", clock="measured", sampler: Callable | None = None,
                  queue="fcfs", kv_capacity: int | None = None, attention: AttentionMode = "auto",
-                 scheduler: Callable[..., Scheduler] = Scheduler):
+                 scheduler: Callable[..., Scheduler] = Scheduler, kv_margin: float = 0.0):
         check_has("model", model, ("forward_ctx", "config", "device"), "a TinyLM (anything with forward_ctx and .config)")
         check_type("store", store, KVStore, "a KVStore (e.g. PagedKVStore.for_model(model, ...))", none_ok=True)
         check_choice("step_mode", step_mode, STEP_MODES)
@@ -106,7 +108,7 @@ class Engine:
             raise ValueError("kv_capacity: give either a store or a capacity for the default store, not both")
         self.model = model
         self.store = store if store is not None else ReferenceKVStore.for_model(model, capacity=kv_capacity)
-        self.limits = Limits(max_running, max_tokens_per_step)
+        self.limits = Limits(max_running, max_tokens_per_step, kv_margin)
         self.scheduler = scheduler(self.store, policy, self.limits, preemption, queue)
         self.step_mode, self.clock = step_mode, make_clock(clock)
         own_context = type(self.store).step_context is not KVStore.step_context
@@ -124,7 +126,8 @@ class Engine:
     @property
     def config(self) -> dict:
         return {"policy": self.scheduler.policy.name, "max_running": self.limits.max_running,
-                "max_tokens_per_step": self.limits.max_tokens_per_step, "preemption": self.scheduler.preemption,
+                "max_tokens_per_step": self.limits.max_tokens_per_step, "kv_margin": self.limits.kv_margin,
+                "preemption": self.scheduler.preemption,
                 "step_mode": self.step_mode, "attention": self.attention, "clock": self.clock.name, "unit": self.clock.unit,
                 "store": type(self.store).__name__}
 

@@ -38,7 +38,10 @@ Policies (each a few lines; they only decide, the scheduler enforces):
                      interleave and no step is longer than the budget
 
 Limits: `max_running` slots, `max_tokens_per_step` (the token budget of one
-step) and the KV store's capacity. A request with n samples or W beams
+step), the KV store's capacity, and `kv_margin`: while less than that share of
+the store is free and requests are running, no newcomer is admitted (vLLM's
+watermark, transformers' safety_margin), so the running requests keep room to
+grow instead of being preempted for a newcomer's blocks. A request with n samples or W beams
 (engine/fork.py) needs that many slots at once: it is admitted only when they
 are free, and its samples or beams take them when they fork after its prefill. A non-chunking policy never splits a
 prompt, except one longer than the whole budget: it runs alone, in
@@ -60,7 +63,7 @@ from typing import Any, Callable, Iterable, Literal, get_args
 from course_lib.engine.queues import QueuePolicy, as_key
 from course_lib.engine.request import Rejection, Request, State
 from course_lib.kv.base import KVAllocationError, KVStore
-from course_lib.validate import check_callable, check_choice, check_int, check_type
+from course_lib.validate import check_callable, check_choice, check_float, check_int, check_type
 
 Preemption = Literal["recompute", "swap"]
 PREEMPTION_MODES: tuple[str, ...] = get_args(Preemption)
@@ -72,10 +75,13 @@ class Limits:
 
     max_running: int = 8             # batch slots: requests admitted at once
     max_tokens_per_step: int = 256   # token budget of one step (prefill + decode tokens)
+    kv_margin: float = 0.0           # no newcomer while less than this share of the KV store is free (0: none)
 
     def __post_init__(self):
         for name, hi in (("max_running", 4096), ("max_tokens_per_step", 1 << 20)):
             check_int(name, getattr(self, name), 1, hi)
+        check_float("kv_margin", self.kv_margin, 0, 1, hi_open=True,
+                    note="the share of the KV store kept free before admitting a newcomer")
 
 
 @dataclass
@@ -286,6 +292,9 @@ class Scheduler:
         self.queue, self._queue_key = queue, as_key(queue)
         self.store, self.policy = store, make_policy(policy)
         self.limits = limits or Limits()
+        if self.limits.kv_margin and getattr(store, "capacity", None) is None:
+            raise ValueError(f"kv_margin: {type(store).__name__} grows without a limit, so no share of it is ever "
+                             f"kept free; give the store a capacity, or kv_margin=0")
         self.preemption = preemption
         self._waiting: list[Request] = []
         self._running: list[Request] = []
@@ -471,7 +480,7 @@ class Scheduler:
         newcomer that cannot fit never starves the requests already running).
         """
         self.events = []
-        self.admission_closed = False
+        self.admission_closed = self._short_of_kv()
         self.now = now
         if self.held and not self._running:
             for slot in self.held:
@@ -504,6 +513,15 @@ class Scheduler:
         work = [(r, n) for r, n in self._work if r.state is State.RUNNING and n > 0]
         self._work = []
         return self._whole_searches(work)
+
+    def _short_of_kv(self) -> bool:
+        """Below the KV margin (Limits.kv_margin) with requests running: admission stays closed
+        this step. (With nothing running a newcomer is always admitted if it fits: the margin
+        must never stall the queue.)"""
+        if not self.limits.kv_margin or not self._running:
+            return False
+        usage = self.store.usage()
+        return usage.free < self.limits.kv_margin * usage.capacity
 
     def _check_plan(self, plan: Plan) -> None:
         """A policy bug must fail loudly, never corrupt a request."""
