@@ -107,3 +107,22 @@ def test_checkpoints_keep_hugging_faces_separate_matrices(model64):
     fresh.load_state_dict(state)                                           # strict: every name matched
     assert torch.equal(fresh.model.layers[0].self_attn.qkv_proj.weight, attn.qkv_proj.weight)
     assert torch.equal(fresh.model.layers[1].mlp.gate_up_proj.weight, model64.model.layers[1].mlp.gate_up_proj.weight)
+
+
+def test_building_blocks_are_called_straight_to_forward_and_the_layers_keep_their_hooks():
+    from course_lib.model import DirectCall, Linear
+    from helpers import tiny_config
+    model = build_model(tiny_config(), seed=0, weights="random")
+    lin = model.model.layers[0].mlp.down_proj
+    assert isinstance(lin, DirectCall) and isinstance(lin, Linear)
+    x = torch.randn(3, lin.in_features)
+    assert torch.equal(lin(x), lin.forward(x))
+    calls = []
+    hooks = [model.model.layers[0].register_forward_hook(lambda *a: calls.append("layer")),
+             model.model.layers[0].mlp.register_forward_hook(lambda *a: calls.append("mlp"))]
+    try:
+        model(torch.tensor([[40, 41, 42]]))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls == ["layer"]          # the layer's hook ran; the building block's did not (DirectCall's docstring)

@@ -399,6 +399,8 @@ class PagedKVStore(KVStore):
     def _ensure_private(self, seq_id: int, start: int, end: int) -> None:
         """Copy-on-write for blocks about to be written that `grow` did not already copy."""
         seq = self._seq(seq_id)
+        if not self.num_shared:
+            return                                        # the common case: no block is shared, nothing to copy
         cow = self._shared_in(seq, start, end)
         if len(cow) > self.num_free_blocks():
             raise self._refuse(len(cow), f"copy-on-write for sequence {seq_id}")
