@@ -330,7 +330,7 @@ ENTRIES += [
           {"model": [None, 5, "tinylm"], "store": ["paged", 5, [1]], "policy": NAME, "max_running": POS_INT + [5000],
            "max_tokens_per_step": POS_INT + [HUGE], "preemption": NAME, "step_mode": NAME, "clock": NAME,
            "sampler": [5, "greedy"], "kv_capacity": [0, -1, 2.5, NAN, True], "attention": NAME, "queue": NAME,
-           "scheduler": [5, None]}),
+           "scheduler": [5, None], "kv_margin": [-0.1, 1.0, NAN, INF, True, "0.1", 0.5]}),
     Entry("Engine(swap on reference)", Engine, dict(model=MODEL), {"preemption": ["swap"]}),
     Entry("Engine.submit", _submit, dict(req=Request([1], 2)), {"req": [None, ([1], 2), "req", 5]}),
     Entry("Engine.run", lambda requests=None, **kw: Engine(MODEL, clock="steps").run(
@@ -354,7 +354,8 @@ ENTRIES += [
           dict(n_tokens=2), {"n_tokens": POS_INT, "store": [5, "ref"]}),
     # ---- scheduling pieces ----
     Entry("Limits", Limits, dict(max_running=4, max_tokens_per_step=64),
-          {"max_running": POS_INT + [5000], "max_tokens_per_step": POS_INT + [HUGE]}),
+          {"max_running": POS_INT + [5000], "max_tokens_per_step": POS_INT + [HUGE],
+           "kv_margin": [-0.1, 1.0, NAN, INF, True, "0.1", None]}),
     Entry("make_policy", make_policy, dict(policy="chunked"), {"policy": NAME}),
     Entry("FunctionPolicy", FunctionPolicy, dict(fn=lambda s: None), {"fn": [None, 5, "plan"]}),
     Entry("Scheduler", Scheduler, dict(store=ReferenceKVStore(1, 1, 1)),
