@@ -117,12 +117,21 @@ def test_building_blocks_are_called_straight_to_forward_and_the_layers_keep_thei
     assert isinstance(lin, DirectCall) and isinstance(lin, Linear)
     x = torch.randn(3, lin.in_features)
     assert torch.equal(lin(x), lin.forward(x))
-    calls = []
-    hooks = [model.model.layers[0].register_forward_hook(lambda *a: calls.append("layer")),
-             model.model.layers[0].mlp.register_forward_hook(lambda *a: calls.append("mlp"))]
+    full = []                                   # building blocks that went through nn.Module's __call__
+    real = torch.nn.Module._call_impl
+    torch.nn.Module._call_impl = lambda self, *a, **k: full.append(type(self).__name__) or real(self, *a, **k)
     try:
         model(torch.tensor([[40, 41, 42]]))
+        assert not {"RMSNorm", "RotaryEmbedding", "Linear", "Attention", "MLP"} & set(full)   # no hook: direct
+        assert "DecoderLayer" in full
+        calls = []
+        hooks = [model.model.layers[0].register_forward_hook(lambda *a: calls.append("layer")),
+                 model.model.layers[0].mlp.register_forward_hook(lambda *a: calls.append("mlp"))]
+        try:
+            model(torch.tensor([[40, 41, 42]]))
+        finally:
+            for h in hooks:
+                h.remove()
     finally:
-        for h in hooks:
-            h.remove()
-    assert calls == ["layer"]          # the layer's hook ran; the building block's did not (DirectCall's docstring)
+        torch.nn.Module._call_impl = real
+    assert calls == ["mlp", "layer"]          # a hooked building block still runs its hooks
