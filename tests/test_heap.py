@@ -24,14 +24,17 @@ def requests(n=4):
 
 
 def test_frozen_heap_freezes_what_is_alive_and_unfreezes_at_the_outermost_exit():
+    # (frozen objects that die leave the count, so it is compared with margins, not exactly)
     before = gc.get_freeze_count()
     with frozen_heap():
         frozen = gc.get_freeze_count()
         assert frozen > before
+        fresh = [[] for _ in range(10_000)]             # tracked objects made after the outer freeze
         with frozen_heap():
-            assert gc.get_freeze_count() == frozen
-        assert gc.get_freeze_count() == frozen          # the inner exit leaves the heap frozen
+            assert gc.get_freeze_count() < frozen + len(fresh)    # the inner block froze nothing more
+        assert gc.get_freeze_count() > frozen // 2       # the inner exit leaves the heap frozen
     assert gc.get_freeze_count() == before
+    del fresh
 
 
 def test_the_oldest_generation_is_nearly_empty_while_frozen():
@@ -93,8 +96,10 @@ def test_a_heap_the_caller_froze_is_left_frozen():
     gc.freeze()
     try:
         mine = gc.get_freeze_count()
+        fresh = [[] for _ in range(10_000)]             # made after the caller's freeze
         with frozen_heap():
-            assert gc.get_freeze_count() == mine
-        assert gc.get_freeze_count() == mine            # not unfrozen behind the caller's back
+            assert gc.get_freeze_count() < mine + len(fresh)     # not frozen again
+        assert gc.get_freeze_count() > mine // 2        # not unfrozen behind the caller's back
+        del fresh
     finally:
         gc.unfreeze()
